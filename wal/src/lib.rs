@@ -186,6 +186,7 @@ impl Wal {
             Request {
                 records,
                 bytes,
+                enqueued: std::time::Instant::now(),
                 reply,
             },
             PendingAppend { reply: receiver },

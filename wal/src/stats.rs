@@ -83,14 +83,16 @@ pub struct Stats {
     pub records: AtomicU64,
     /// Frame bytes written.
     pub bytes: AtomicU64,
-    /// Write batches (each one write + one fdatasync).
+    /// fdatasync calls that made appends durable (one per group of written batches).
     pub batches: AtomicU64,
     /// Segments created.
     pub segments_created: AtomicU64,
     /// fdatasync latency, microseconds.
     pub fsync_us: Histogram,
-    /// Records per batch.
+    /// Records per fdatasync.
     pub batch_records: Histogram,
+    /// Time from an append request's creation to its answer, microseconds.
+    pub append_us: Histogram,
 }
 
 impl Stats {

@@ -6,9 +6,9 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -28,6 +28,9 @@ use crate::stats::Stats;
 pub const PREPARED_SEGMENT_NAME: &str = "next-segment.tmp";
 /// Size of the zero buffer used to fill a prepared segment.
 const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+/// Written batches that may wait for the syncer; the encoder blocks beyond this, which keeps
+/// memory bounded and lets requests gather into larger batches meanwhile.
+const SYNC_QUEUE_JOBS_MAX: usize = 4;
 
 /// A record to append.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -52,6 +55,7 @@ pub struct Appended {
 pub(crate) struct Request {
     pub records: Vec<Record>,
     pub bytes: usize,
+    pub enqueued: Instant,
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
@@ -145,6 +149,9 @@ fn prepare_file(
             while offset < bytes {
                 let n = (bytes - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
                 file.write_all_at(&zeros[..n], offset)?;
+                // Sync chunk by chunk: a large dirty file would make the log's own fdatasync
+                // wait behind its writeback (one journal commit covers both on ext4).
+                file.sync_data()?;
                 offset += n as u64;
             }
         }
@@ -153,24 +160,152 @@ fn prepare_file(
     file.sync_data()
 }
 
-/// The writer thread's state.
+/// A written batch on its way to the syncer.
+#[derive(Debug)]
+struct SyncJob {
+    file: Arc<dyn FileHandle>,
+    last_lsn: Lsn,
+    bytes: u64,
+    requests: Vec<(Request, Appended)>,
+    index: Vec<(Lsn, u64)>,
+    /// Set at rollover: told whether everything up to `last_lsn` became durable.
+    barrier: Option<std_mpsc::Sender<bool>>,
+}
+
+/// State shared by the encoder and the syncer.
+#[derive(Debug)]
+struct Pipeline {
+    catalog: Arc<Catalog>,
+    stats: Arc<Stats>,
+    /// Why the writer stopped accepting appends, once it has.
+    poison: Mutex<Option<String>>,
+    /// The durable LSN as the encoder sees it (for `unsynced_depth`).
+    durable: AtomicU64,
+}
+
+impl Pipeline {
+    fn poisoned(&self) -> Option<String> {
+        self.poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn poison(&self, reason: String) {
+        tracing::error!(%reason, "WAL writer poisoned: no further appends are accepted");
+        self.poison
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get_or_insert(reason);
+    }
+}
+
+/// The syncer: fdatasyncs written batches (many at once when they queue up), publishes the
+/// durable LSN and answers appenders. Runs beside the encoder so a batch's fsync overlaps the
+/// next batch's encoding and write.
+fn run_syncer(pipeline: Arc<Pipeline>, jobs: std_mpsc::Receiver<SyncJob>) {
+    let mut group: Vec<SyncJob> = Vec::new();
+    while let Ok(first) = jobs.recv() {
+        group.push(first);
+        while let Ok(next) = jobs.try_recv() {
+            group.push(next);
+        }
+        let mut result = match pipeline.poisoned() {
+            Some(reason) => Err(reason),
+            None => Ok(()),
+        };
+        if result.is_ok() {
+            // Jobs arrive in file order; one fdatasync per distinct file covers them all.
+            let mut synced: Vec<&Arc<dyn FileHandle>> = Vec::new();
+            for job in &group {
+                if synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                    continue;
+                }
+                let started = Instant::now();
+                if let Err(e) = job.file.sync_data() {
+                    let reason = format!("fdatasync of the active segment: {e}");
+                    pipeline.poison(reason.clone());
+                    result = Err(reason);
+                    break;
+                }
+                pipeline
+                    .stats
+                    .fsync_us
+                    .record(started.elapsed().as_micros() as u64);
+                synced.push(&job.file);
+            }
+        }
+        finish_group(&pipeline, &mut group, result);
+    }
+}
+
+fn finish_group(
+    pipeline: &Pipeline,
+    group: &mut Vec<SyncJob>,
+    result: std::result::Result<(), String>,
+) {
+    let stats = &pipeline.stats;
+    if result.is_ok()
+        && let Some(last_lsn) = group.last().map(|j| j.last_lsn)
+    {
+        let records: u64 = group
+            .iter()
+            .flat_map(|j| &j.requests)
+            .map(|(r, _)| r.records.len() as u64)
+            .sum();
+        stats.records.fetch_add(records, Ordering::Relaxed);
+        stats
+            .bytes
+            .fetch_add(group.iter().map(|j| j.bytes).sum(), Ordering::Relaxed);
+        stats.batches.fetch_add(1, Ordering::Relaxed);
+        stats.batch_records.record(records);
+        {
+            let mut segments = pipeline.catalog.segments_mut();
+            for job in group.iter_mut() {
+                if let Some(segment) = segments.last_mut() {
+                    segment.index.append(&mut job.index);
+                }
+            }
+        }
+        pipeline.durable.store(last_lsn, Ordering::Release);
+        pipeline.catalog.publish_durable(last_lsn);
+    }
+    let now = Instant::now();
+    for job in group.drain(..) {
+        for (request, range) in job.requests {
+            stats
+                .append_us
+                .record(now.duration_since(request.enqueued).as_micros() as u64);
+            let reply = match &result {
+                Ok(()) => Ok(range),
+                Err(reason) => Err(Error::Poisoned(reason.clone())),
+            };
+            let _ = request.reply.send(reply);
+        }
+        if let Some(barrier) = job.barrier {
+            let _ = barrier.send(result.is_ok());
+        }
+    }
+}
+
+/// The encoder thread's state: turns requests into frames and writes them.
 #[derive(Debug)]
 pub(crate) struct Writer {
-    catalog: Arc<Catalog>,
+    pipeline: Arc<Pipeline>,
     config: Config,
-    stats: Arc<Stats>,
-    file: Option<Box<dyn FileHandle>>,
+    file: Option<Arc<dyn FileHandle>>,
     segment_bytes: u64,
     /// File offset where `buf` will be written.
     offset: u64,
     next_lsn: Lsn,
-    durable_lsn: Lsn,
     chain: u64,
     buf: Vec<u8>,
     last_indexed: Option<u64>,
     pending_index: Vec<(Lsn, u64)>,
+    /// Requests encoded into `buf`, with their LSN ranges.
+    encoded: Vec<(Request, Appended)>,
     preparer: Preparer,
-    poisoned: Option<String>,
+    syncer: Option<(std_mpsc::SyncSender<SyncJob>, JoinHandle<()>)>,
 }
 
 impl Writer {
@@ -187,24 +322,39 @@ impl Writer {
             config.preallocation,
         );
         let (file, segment_bytes, offset) = match resume.active {
-            Some(active) => (Some(active.file), active.segment_bytes, active.end_offset),
+            Some(active) => (
+                Some(Arc::from(active.file)),
+                active.segment_bytes,
+                active.end_offset,
+            ),
             None => (None, config.segment_bytes, 0),
         };
-        let mut writer = Self {
+        let pipeline = Arc::new(Pipeline {
             catalog,
-            config,
             stats,
+            poison: Mutex::new(None),
+            durable: AtomicU64::new(resume.next_lsn - 1),
+        });
+        let (jobs, receiver) = std_mpsc::sync_channel(SYNC_QUEUE_JOBS_MAX);
+        let syncer_pipeline = pipeline.clone();
+        let syncer = std::thread::Builder::new()
+            .name("wal-syncer".into())
+            .spawn(move || run_syncer(syncer_pipeline, receiver))
+            .map_err(|e| Error::io("starting the syncer thread", e))?;
+        let mut writer = Self {
+            pipeline,
+            config,
             file,
             segment_bytes,
             offset,
             next_lsn: resume.next_lsn,
-            durable_lsn: resume.next_lsn - 1,
             chain: resume.chain,
             buf: Vec::new(),
             last_indexed: None,
             pending_index: Vec::new(),
+            encoded: Vec::new(),
             preparer,
-            poisoned: None,
+            syncer: Some((jobs, syncer)),
         };
         if writer.file.is_none() {
             writer
@@ -215,12 +365,11 @@ impl Writer {
         Ok(writer)
     }
 
-    /// Serves requests until every sender is gone.
+    /// Serves requests until every sender is gone, then lets the syncer finish.
     pub(crate) fn run(mut self, mut requests: mpsc::Receiver<Request>) {
-        let mut batch = Vec::new();
         while let Some(first) = requests.blocking_recv() {
             let mut bytes = first.bytes;
-            batch.push(first);
+            let mut batch = vec![first];
             while bytes < self.config.batch_bytes_max {
                 match requests.try_recv() {
                     Ok(next) => {
@@ -230,56 +379,50 @@ impl Writer {
                     Err(_) => break,
                 }
             }
-            self.serve(&mut batch);
+            self.serve(batch);
+        }
+        if let Some((jobs, thread)) = self.syncer.take() {
+            drop(jobs);
+            let _ = thread.join();
         }
     }
 
-    fn serve(&mut self, batch: &mut Vec<Request>) {
-        if let Some(reason) = &self.poisoned {
-            for request in batch.drain(..) {
+    fn serve(&mut self, batch: Vec<Request>) {
+        if let Some(reason) = self.pipeline.poisoned() {
+            for request in batch {
                 let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
             }
             return;
         }
-        match self.commit(batch) {
-            Ok(ranges) => {
-                self.catalog.publish_durable(self.durable_lsn);
-                for (request, range) in batch.drain(..).zip(ranges) {
-                    let _ = request.reply.send(Ok(range));
-                }
-            }
-            Err(error) => {
-                let reason = error.to_string();
-                tracing::error!(%reason, "WAL writer poisoned: no further appends are accepted");
-                self.poisoned = Some(reason.clone());
-                for request in batch.drain(..) {
-                    let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
-                }
+        if let Err(error) = self.encode_and_write(batch) {
+            self.pipeline.poison(error.to_string());
+            let reason = self.pipeline.poisoned().unwrap_or_default();
+            for (request, _) in self.encoded.drain(..) {
+                let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
             }
         }
     }
 
-    /// Writes and syncs every record of the batch; returns the LSN range of each request.
-    fn commit(&mut self, batch: &[Request]) -> Result<Vec<Appended>> {
-        let mut ranges = Vec::with_capacity(batch.len());
+    /// Encodes every record of the batch and writes it; the syncer makes it durable.
+    fn encode_and_write(&mut self, batch: Vec<Request>) -> Result<()> {
         for request in batch {
             let first = self.next_lsn;
             for record in &request.records {
                 let frame_bytes = (FRAME_HEADER_BYTES + record.payload.len()) as u64;
                 if self.offset + self.buf.len() as u64 + frame_bytes > self.segment_bytes {
-                    self.flush_and_sync()?;
+                    self.write_and_hand_off(true)?;
                     self.roll_over()
                         .map_err(|e| Error::io("rolling over to a new segment", e))?;
                 }
                 self.encode(record);
             }
-            ranges.push(Appended {
+            let range = Appended {
                 first,
                 last: self.next_lsn - 1,
-            });
+            };
+            self.encoded.push((request, range));
         }
-        self.flush_and_sync()?;
-        Ok(ranges)
+        self.write_and_hand_off(false)
     }
 
     fn encode(&mut self, record: &Record) {
@@ -292,40 +435,49 @@ impl Writer {
             self.pending_index.push((lsn, frame_offset));
             self.last_indexed = Some(frame_offset);
         }
-        let depth = u32::try_from(lsn - self.durable_lsn).unwrap_or(u32::MAX);
+        let durable = self.pipeline.durable.load(Ordering::Acquire);
+        let depth = u32::try_from(lsn - durable).unwrap_or(u32::MAX);
         let crc = encode_frame(&mut self.buf, lsn, depth, record.meta, &record.payload);
         self.chain = chain_next(self.chain, crc, lsn);
         self.next_lsn += 1;
     }
 
-    /// One write of the buffered frames and one fdatasync.
-    fn flush_and_sync(&mut self) -> Result<()> {
-        if self.buf.is_empty() {
-            return Ok(());
+    /// Writes the buffered frames and hands them to the syncer. With `seal`, waits until the
+    /// syncer has made everything so far durable (a new segment may only follow a durable one).
+    fn write_and_hand_off(&mut self, seal: bool) -> Result<()> {
+        let file = self.file.clone().ok_or(Error::Closed)?;
+        if !self.buf.is_empty() {
+            file.write_all_at(&self.buf, self.offset)
+                .map_err(|e| Error::io("writing to the active segment", e))?;
         }
-        let file = self.file.as_ref().ok_or(Error::Closed)?;
-        file.write_all_at(&self.buf, self.offset)
-            .map_err(|e| Error::io("writing to the active segment", e))?;
-        let started = Instant::now();
-        file.sync_data()
-            .map_err(|e| Error::io("fdatasync of the active segment", e))?;
-        self.stats
-            .fsync_us
-            .record(started.elapsed().as_micros() as u64);
-        let records = self.next_lsn - 1 - self.durable_lsn;
-        self.stats.records.fetch_add(records, Ordering::Relaxed);
-        self.stats
-            .bytes
-            .fetch_add(self.buf.len() as u64, Ordering::Relaxed);
-        self.stats.batches.fetch_add(1, Ordering::Relaxed);
-        self.stats.batch_records.record(records);
+        let (barrier, sealed) = if seal {
+            let (tell, wait) = std_mpsc::channel();
+            (Some(tell), Some(wait))
+        } else {
+            (None, None)
+        };
+        let job = SyncJob {
+            file,
+            last_lsn: self.next_lsn - 1,
+            bytes: self.buf.len() as u64,
+            requests: std::mem::take(&mut self.encoded),
+            index: std::mem::take(&mut self.pending_index),
+            barrier,
+        };
         self.offset += self.buf.len() as u64;
         self.buf.clear();
-        self.durable_lsn = self.next_lsn - 1;
-        if !self.pending_index.is_empty()
-            && let Some(segment) = self.catalog.segments_mut().last_mut()
+        if job.requests.is_empty() && job.barrier.is_none() {
+            return Ok(());
+        }
+        let (jobs, _) = self.syncer.as_ref().ok_or(Error::Closed)?;
+        jobs.send(job)
+            .map_err(|_| Error::Poisoned("the syncer thread stopped".into()))?;
+        if let Some(sealed) = sealed
+            && !sealed.recv().unwrap_or(false)
         {
-            segment.index.append(&mut self.pending_index);
+            return Err(Error::Poisoned(
+                "fdatasync failed before a segment rollover".into(),
+            ));
         }
         Ok(())
     }
@@ -338,22 +490,26 @@ impl Writer {
             base_lsn: self.next_lsn,
             chain_start: self.chain,
         };
-        let fs = self.catalog.fs.clone();
+        let catalog = &self.pipeline.catalog;
+        let fs = catalog.fs.clone();
         let file = fs.open_write(&temp, false)?;
         file.write_all_at(&header.encode(), 0)?;
         file.sync_data()?;
         let name = segment_name(self.next_lsn);
         debug_assert!(!name.ends_with(TEMP_SUFFIX));
-        fs.rename(&temp, &join(&self.catalog.dir, &name))?;
-        fs.sync_dir(&self.catalog.dir)?;
-        self.catalog.segments_mut().push(SegmentInfo {
+        fs.rename(&temp, &join(&catalog.dir, &name))?;
+        fs.sync_dir(&catalog.dir)?;
+        catalog.segments_mut().push(SegmentInfo {
             base_lsn: self.next_lsn,
             name,
             segment_bytes: self.config.segment_bytes,
             index: Vec::new(),
         });
-        self.stats.segments_created.fetch_add(1, Ordering::Relaxed);
-        self.file = Some(file);
+        self.pipeline
+            .stats
+            .segments_created
+            .fetch_add(1, Ordering::Relaxed);
+        self.file = Some(Arc::from(file));
         self.segment_bytes = self.config.segment_bytes;
         self.offset = SEGMENT_HEADER_BYTES as u64;
         self.last_indexed = None;
