@@ -1,4 +1,37 @@
-//! `symphainy-engine`: the deterministic core. It will own the versioned event types, the
-//! state and its pure `apply`, the canonical digest, the runtime (command -> events -> append
-//! -> apply -> dispatch), the curator, the saga coordinator, policy, the agent foundation and
-//! the content realm. It reaches the log only through `symphainy_wal::Log`.
+//! `symphainy-engine`: the deterministic core.
+//!
+//! - [`event`]: the versioned events; [`codec`]: the one place they become bytes.
+//! - [`state`]: the state and its pure, total `apply`; [`digest`]: the canonical digest.
+//! - [`saga`]: steps, capabilities, the curator's [`saga::Registry`] and `plan_next`.
+//! - [`runtime`]: command -> events -> append -> apply -> dispatch, recovery and resume.
+//! - [`builtin`]: the runtime's own capability `runtime.echo`.
+//!
+//! The engine reaches the log only through `symphainy_wal::Log`; `apply` reads no clock and
+//! no randomness: time and ids come from [`id::Clock`] and [`id::IdSource`] at the edge.
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod builtin;
+pub mod codec;
+pub mod digest;
+mod error;
+pub mod event;
+pub mod id;
+pub mod metrics;
+pub mod runtime;
+pub mod saga;
+pub mod state;
+
+pub use error::{Error, Result};
+pub use id::Id;
+pub use runtime::{Runtime, RuntimeConfig, SubmitIntent, Submitted};
+pub use state::State;
+
+/// A registry with the runtime's built-in capabilities.
+pub fn builtin_registry() -> Result<saga::Registry> {
+    let mut registry = saga::Registry::default();
+    registry.register(std::sync::Arc::new(builtin::Echo))?;
+    Ok(registry)
+}

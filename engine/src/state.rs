@@ -1,0 +1,544 @@
+//! The engine's state and `apply`, the pure fold of the log.
+//!
+//! `apply` is total: an event that does not fit the state (unknown session, wrong tenant, a
+//! step out of range...) changes nothing but `rejected_events`, so a damaged or hand-written
+//! log can be replayed without a panic. It reads no clock, no randomness and does no I/O;
+//! hash maps are only looked up here, never iterated (the digest sorts).
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::{Deserialize, Serialize};
+use symphainy_wal::Lsn;
+
+use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
+use crate::id::{Id, TimestampMs};
+
+/// A tenant and what belongs to it directly.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tenant {
+    pub created_at_ms: TimestampMs,
+    pub tokens: BTreeMap<Id, Token>,
+    /// Idempotency key -> execution id (scoped by tenant).
+    pub idempotency: HashMap<String, Id>,
+    pub sessions_open: u64,
+}
+
+/// A token's recorded facts (its secret is never recorded).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Token {
+    pub user_id: String,
+    pub issued_at_ms: TimestampMs,
+    pub expires_at_ms: TimestampMs,
+    pub revoked: bool,
+}
+
+/// A session.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Session {
+    pub session_id: Id,
+    pub tenant_id: String,
+    pub user_id: String,
+    pub created_at_ms: TimestampMs,
+    pub context_json: String,
+    pub closed_at_ms: Option<TimestampMs>,
+    /// Executions of this session that have not finished.
+    pub active_sagas: BTreeSet<Id>,
+}
+
+/// Lifecycle of an execution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecutionStatus {
+    Accepted,
+    Running,
+    Completed,
+    Failed,
+    Compensated,
+}
+
+impl ExecutionStatus {
+    /// The contract's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Compensated => "compensated",
+        }
+    }
+
+    /// Completed, failed or compensated.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, Self::Completed | Self::Failed | Self::Compensated)
+    }
+}
+
+/// Lifecycle of a step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StepStatus {
+    Pending,
+    Running,
+    Completed,
+    Failed,
+    Compensated,
+}
+
+impl StepStatus {
+    /// The contract's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Running => "running",
+            Self::Completed => "completed",
+            Self::Failed => "failed",
+            Self::Compensated => "compensated",
+        }
+    }
+}
+
+/// A step of an execution.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepState {
+    pub status: StepStatus,
+    pub attempts: u32,
+    pub started_at_ms: Option<TimestampMs>,
+    pub finished_at_ms: Option<TimestampMs>,
+    pub duration_ms: Option<u64>,
+    pub output_json: Option<String>,
+    /// Code and message of the last failure.
+    pub error: Option<(String, String)>,
+    /// Whether the last failure may be retried.
+    pub retryable: bool,
+    /// When a scheduled retry is due.
+    pub retry_at_ms: Option<TimestampMs>,
+}
+
+impl StepState {
+    fn pending() -> Self {
+        Self {
+            status: StepStatus::Pending,
+            attempts: 0,
+            started_at_ms: None,
+            finished_at_ms: None,
+            duration_ms: None,
+            output_json: None,
+            error: None,
+            retryable: false,
+            retry_at_ms: None,
+        }
+    }
+}
+
+/// Why an execution ended badly.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExecutionError {
+    pub code: String,
+    pub message: String,
+    pub step: Option<String>,
+}
+
+/// An execution (an intent and the saga that runs it).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Execution {
+    pub execution_id: Id,
+    pub intent_id: Id,
+    pub session_id: Id,
+    pub tenant_id: String,
+    pub intent_type: String,
+    pub realm: String,
+    pub payload_json: String,
+    pub idempotency_key: Option<String>,
+    /// LSN of the `intent_received` event.
+    pub intent_lsn: Lsn,
+    pub capability: String,
+    pub capability_version: u32,
+    pub status: ExecutionStatus,
+    pub steps: Vec<StepState>,
+    /// Set once compensation began: the step that failed for good.
+    pub compensating_from: Option<u32>,
+    pub result_json: Option<String>,
+    pub error: Option<ExecutionError>,
+    pub submitted_at_ms: TimestampMs,
+    pub finished_at_ms: Option<TimestampMs>,
+}
+
+/// Everything the log says, folded.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    /// LSN of the last applied event.
+    pub last_lsn: Lsn,
+    pub tenants: BTreeMap<String, Tenant>,
+    pub sessions: HashMap<Id, Session>,
+    pub executions: HashMap<Id, Execution>,
+    /// Capability name -> version -> spec.
+    pub capabilities: BTreeMap<String, BTreeMap<u32, CapabilitySpec>>,
+    /// Events that did not fit the state and changed nothing else.
+    pub rejected_events: u64,
+}
+
+impl State {
+    /// The spec of a capability version.
+    pub fn capability(&self, name: &str, version: u32) -> Option<&CapabilitySpec> {
+        self.capabilities.get(name)?.get(&version)
+    }
+
+    /// A session, only if it belongs to `tenant_id`.
+    pub fn session_of(&self, tenant_id: &str, session_id: Id) -> Option<&Session> {
+        self.sessions
+            .get(&session_id)
+            .filter(|s| s.tenant_id == tenant_id)
+    }
+
+    /// An execution, only if it belongs to `tenant_id`.
+    pub fn execution_of(&self, tenant_id: &str, execution_id: Id) -> Option<&Execution> {
+        self.executions
+            .get(&execution_id)
+            .filter(|e| e.tenant_id == tenant_id)
+    }
+
+    /// Applies one event at `lsn`. Never fails; see the module docs.
+    pub fn apply(&mut self, lsn: Lsn, event: &Event) {
+        self.last_lsn = lsn;
+        if !self.apply_body(event) {
+            self.rejected_events += 1;
+        }
+    }
+
+    fn apply_body(&mut self, event: &Event) -> bool {
+        let tenant = event.tenant_id.as_str();
+        let at = event.timestamp_ms;
+        match &event.body {
+            EventBody::TenantCreated => {
+                if tenant == SYSTEM_TENANT || self.tenants.contains_key(tenant) {
+                    return false;
+                }
+                let fresh = Tenant {
+                    created_at_ms: at,
+                    ..Tenant::default()
+                };
+                self.tenants.insert(tenant.to_string(), fresh);
+                true
+            }
+            EventBody::TokenIssued {
+                token_id,
+                user_id,
+                expires_at_ms,
+            } => {
+                let Some(t) = self.tenants.get_mut(tenant) else {
+                    return false;
+                };
+                let token = Token {
+                    user_id: user_id.clone(),
+                    issued_at_ms: at,
+                    expires_at_ms: *expires_at_ms,
+                    revoked: false,
+                };
+                t.tokens.insert(*token_id, token);
+                true
+            }
+            EventBody::TokenRevoked { token_id } => {
+                let token = self
+                    .tenants
+                    .get_mut(tenant)
+                    .and_then(|t| t.tokens.get_mut(token_id));
+                token.map(|token| token.revoked = true).is_some()
+            }
+            EventBody::SessionCreated {
+                session_id,
+                user_id,
+                context_json,
+            } => {
+                if self.sessions.contains_key(session_id) {
+                    return false;
+                }
+                let Some(t) = self.tenants.get_mut(tenant) else {
+                    return false;
+                };
+                t.sessions_open += 1;
+                let session = Session {
+                    session_id: *session_id,
+                    tenant_id: tenant.to_string(),
+                    user_id: user_id.clone(),
+                    created_at_ms: at,
+                    context_json: context_json.clone(),
+                    closed_at_ms: None,
+                    active_sagas: BTreeSet::new(),
+                };
+                self.sessions.insert(*session_id, session);
+                true
+            }
+            EventBody::SessionClosed { session_id } => {
+                let Some(s) = self.sessions.get_mut(session_id) else {
+                    return false;
+                };
+                if s.tenant_id != tenant || s.closed_at_ms.is_some() {
+                    return false;
+                }
+                s.closed_at_ms = Some(at);
+                if let Some(t) = self.tenants.get_mut(tenant) {
+                    t.sessions_open = t.sessions_open.saturating_sub(1);
+                }
+                true
+            }
+            EventBody::CapabilityRegistered { spec } => {
+                if tenant != SYSTEM_TENANT {
+                    return false;
+                }
+                let versions = self.capabilities.entry(spec.name.clone()).or_default();
+                match versions.get(&spec.version) {
+                    Some(existing) => existing == spec,
+                    None => {
+                        versions.insert(spec.version, spec.clone());
+                        true
+                    }
+                }
+            }
+            EventBody::IntentReceived { .. } => self.apply_intent(event),
+            EventBody::SagaStarted {
+                execution_id,
+                capability,
+                capability_version,
+                step_count,
+            } => {
+                let Some(n) = self
+                    .capability(capability, *capability_version)
+                    .map(|c| c.steps.len())
+                else {
+                    return false;
+                };
+                if *step_count == 0 || *step_count as usize > n {
+                    return false;
+                }
+                let n = *step_count as usize;
+                let Some(e) = self.executions.get_mut(execution_id) else {
+                    return false;
+                };
+                if e.tenant_id != tenant
+                    || e.status != ExecutionStatus::Accepted
+                    || !e.capability.is_empty()
+                {
+                    return false;
+                }
+                e.capability = capability.clone();
+                e.capability_version = *capability_version;
+                e.steps = vec![StepState::pending(); n];
+                true
+            }
+            _ => self.apply_saga(event),
+        }
+    }
+
+    fn apply_intent(&mut self, event: &Event) -> bool {
+        let EventBody::IntentReceived {
+            session_id,
+            intent_id,
+            execution_id,
+            intent_type,
+            realm,
+            payload_json,
+            idempotency_key,
+        } = &event.body
+        else {
+            return false;
+        };
+        let tenant = event.tenant_id.as_str();
+        if self.executions.contains_key(execution_id) {
+            return false;
+        }
+        let Some(session) = self.sessions.get_mut(session_id) else {
+            return false;
+        };
+        if session.tenant_id != tenant || session.closed_at_ms.is_some() {
+            return false;
+        }
+        let Some(t) = self.tenants.get_mut(tenant) else {
+            return false;
+        };
+        if let Some(key) = idempotency_key {
+            if t.idempotency.contains_key(key) {
+                return false;
+            }
+            t.idempotency.insert(key.clone(), *execution_id);
+        }
+        session.active_sagas.insert(*execution_id);
+        let execution = Execution {
+            execution_id: *execution_id,
+            intent_id: *intent_id,
+            session_id: *session_id,
+            tenant_id: tenant.to_string(),
+            intent_type: intent_type.clone(),
+            realm: realm.clone(),
+            payload_json: payload_json.clone(),
+            idempotency_key: idempotency_key.clone(),
+            intent_lsn: self.last_lsn,
+            capability: String::new(),
+            capability_version: 0,
+            status: ExecutionStatus::Accepted,
+            steps: Vec::new(),
+            compensating_from: None,
+            result_json: None,
+            error: None,
+            submitted_at_ms: event.timestamp_ms,
+            finished_at_ms: None,
+        };
+        self.executions.insert(*execution_id, execution);
+        true
+    }
+
+    /// Step and saga transitions of an existing, unfinished execution.
+    fn apply_saga(&mut self, event: &Event) -> bool {
+        let Some(id) = event.body.execution_id() else {
+            return false;
+        };
+        let at = event.timestamp_ms;
+        let Some(e) = self.executions.get_mut(&id) else {
+            return false;
+        };
+        if e.tenant_id != event.tenant_id || e.status.is_terminal() || e.capability.is_empty() {
+            return false;
+        }
+        let finished = match &event.body {
+            EventBody::StepStarted {
+                step_index,
+                attempt,
+                ..
+            } => {
+                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                    return false;
+                };
+                if !matches!(step.status, StepStatus::Pending | StepStatus::Running) {
+                    return false;
+                }
+                if *attempt != step.attempts + 1 {
+                    return false;
+                }
+                step.status = StepStatus::Running;
+                step.attempts = *attempt;
+                step.retry_at_ms = None;
+                step.started_at_ms.get_or_insert(at);
+                e.status = ExecutionStatus::Running;
+                false
+            }
+            EventBody::StepCompleted {
+                step_index,
+                attempt,
+                output_json,
+                duration_ms,
+                ..
+            } => {
+                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                    return false;
+                };
+                if step.status != StepStatus::Running || step.attempts != *attempt {
+                    return false;
+                }
+                step.status = StepStatus::Completed;
+                step.output_json = Some(output_json.clone());
+                step.error = None;
+                step.finished_at_ms = Some(at);
+                step.duration_ms = Some(*duration_ms);
+                false
+            }
+            EventBody::StepFailed {
+                step_index,
+                attempt,
+                code,
+                message,
+                retryable,
+                duration_ms,
+                ..
+            } => {
+                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                    return false;
+                };
+                if step.status != StepStatus::Running || step.attempts != *attempt {
+                    return false;
+                }
+                step.status = StepStatus::Failed;
+                step.error = Some((code.clone(), message.clone()));
+                step.retryable = *retryable;
+                step.finished_at_ms = Some(at);
+                step.duration_ms = Some(*duration_ms);
+                false
+            }
+            EventBody::StepRetryScheduled {
+                step_index,
+                next_attempt,
+                delay_ms,
+                ..
+            } => {
+                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                    return false;
+                };
+                if step.status != StepStatus::Failed || *next_attempt != step.attempts + 1 {
+                    return false;
+                }
+                step.status = StepStatus::Pending;
+                step.retry_at_ms =
+                    Some(at.saturating_add(i64::try_from(*delay_ms).unwrap_or(i64::MAX)));
+                false
+            }
+            EventBody::CompensationStarted {
+                failed_step_index, ..
+            } => {
+                if e.compensating_from.is_some() || *failed_step_index as usize >= e.steps.len() {
+                    return false;
+                }
+                e.compensating_from = Some(*failed_step_index);
+                false
+            }
+            EventBody::StepCompensated { step_index, .. } => {
+                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                    return false;
+                };
+                if step.status != StepStatus::Completed || e.compensating_from.is_none() {
+                    return false;
+                }
+                step.status = StepStatus::Compensated;
+                false
+            }
+            EventBody::SagaCompleted { result_json, .. } => {
+                e.status = ExecutionStatus::Completed;
+                e.result_json = Some(result_json.clone());
+                true
+            }
+            EventBody::SagaFailed {
+                code,
+                message,
+                step,
+                ..
+            } => {
+                e.status = ExecutionStatus::Failed;
+                e.error = Some(ExecutionError {
+                    code: code.clone(),
+                    message: message.clone(),
+                    step: step.clone(),
+                });
+                true
+            }
+            EventBody::SagaCompensated {
+                code,
+                message,
+                step,
+                ..
+            } => {
+                e.status = ExecutionStatus::Compensated;
+                e.error = Some(ExecutionError {
+                    code: code.clone(),
+                    message: message.clone(),
+                    step: step.clone(),
+                });
+                true
+            }
+            _ => return false,
+        };
+        if finished {
+            e.finished_at_ms = Some(at);
+            let session_id = e.session_id;
+            if let Some(session) = self.sessions.get_mut(&session_id) {
+                session.active_sagas.remove(&id);
+            }
+        }
+        true
+    }
+}
