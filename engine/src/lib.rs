@@ -23,6 +23,7 @@ pub mod metrics;
 pub mod runtime;
 pub mod saga;
 pub mod state;
+pub mod testing;
 
 pub use error::{Error, Result};
 pub use id::Id;

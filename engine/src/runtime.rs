@@ -707,8 +707,16 @@ impl<L: Log> Runtime<L> {
         let runtime = self.clone();
         tokio::spawn(async move {
             let permit = runtime.saga_slots.clone().acquire_owned().await;
-            if let Err(e) = runtime.drive(execution_id).await {
-                tracing::warn!(%execution_id, error = %e, "saga driver stopped");
+            match runtime.drive(execution_id).await {
+                // Every way a saga ends passes here: wake whoever waits for it.
+                Ok(()) => {
+                    if let Some(waiters) = lock(&runtime.waiters).remove(&execution_id) {
+                        for waiter in waiters {
+                            let _ = waiter.send(());
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%execution_id, error = %e, "saga driver stopped"),
             }
             drop(permit);
             lock(&runtime.driving).remove(&execution_id);
@@ -731,11 +739,6 @@ impl<L: Log> Runtime<L> {
                         .await?;
                     if let Some(c) = committed {
                         self.durable(c).await?;
-                    }
-                    if let Some(waiters) = lock(&self.waiters).remove(&id) {
-                        for waiter in waiters {
-                            let _ = waiter.send(());
-                        }
                     }
                     return Ok(());
                 }

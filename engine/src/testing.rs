@@ -1,0 +1,142 @@
+//! A realm for tests (never registered by the server): `test.scripted`, whose steps fail,
+//! time out, succeed or refuse compensation exactly as the intent's payload says, and record
+//! what they did in a [`Probe`] so tests can assert what ran, in which order, how often.
+//! Its outputs depend only on the payload and the attempt number, so it is deterministic.
+//!
+//! Payload: `{"steps": [{"fail_attempts": n, "hang_attempts": n, "permanent": bool,
+//! "compensation_fails": bool}, ...]}` (1 to 8 steps). Attempt `a` of a step hangs past its
+//! timeout while `a <= hang_attempts`, then fails while `a <= hang_attempts + fail_attempts`
+//! (retryable unless `permanent`), then succeeds.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::event::{CapabilitySpec, StepSpec};
+use crate::id::Id;
+use crate::saga::{CapabilityHandler, SagaStep, StepError, StepFuture, StepInput};
+
+/// Steps of `test.scripted`.
+pub const SCRIPTED_STEPS_MAX: usize = 8;
+/// Attempts per step.
+pub const SCRIPTED_MAX_ATTEMPTS: u32 = 3;
+/// Per-attempt timeout.
+pub const SCRIPTED_TIMEOUT_MS: u64 = 40;
+
+/// What the scripted steps did: (execution, step, attempt, action).
+#[derive(Debug, Default)]
+pub struct Probe {
+    calls: Mutex<Vec<(Id, u32, u32, &'static str)>>,
+}
+
+impl Probe {
+    fn push(&self, call: (Id, u32, u32, &'static str)) {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+    }
+
+    /// Every call so far.
+    pub fn calls(&self) -> Vec<(Id, u32, u32, &'static str)> {
+        self.calls.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Calls for one execution.
+    pub fn calls_of(&self, id: Id) -> Vec<(u32, u32, &'static str)> {
+        self.calls().into_iter().filter(|c| c.0 == id).map(|c| (c.1, c.2, c.3)).collect()
+    }
+}
+
+/// The `test.scripted` capability.
+#[derive(Debug, Default)]
+pub struct Scripted {
+    pub probe: Arc<Probe>,
+}
+
+#[derive(Debug)]
+struct ScriptedStep {
+    probe: Arc<Probe>,
+}
+
+fn script(input: &StepInput) -> Value {
+    let payload: Value = serde_json::from_str(&input.payload_json).unwrap_or(Value::Null);
+    payload["steps"][input.step_index as usize].clone()
+}
+
+fn number(v: &Value, key: &str) -> u32 {
+    v.get(key).and_then(Value::as_u64).unwrap_or(0) as u32
+}
+
+impl SagaStep for ScriptedStep {
+    fn execute(&self, input: StepInput) -> StepFuture<String> {
+        let probe = self.probe.clone();
+        Box::pin(async move {
+            let script = script(&input);
+            let (hang, fail) = (number(&script, "hang_attempts"), number(&script, "fail_attempts"));
+            let call = (input.execution_id, input.step_index, input.attempt, "execute");
+            probe.push(call);
+            if input.attempt <= hang {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            }
+            if input.attempt <= hang + fail {
+                let permanent = script.get("permanent").and_then(Value::as_bool).unwrap_or(false);
+                let message = format!("scripted failure of attempt {}", input.attempt);
+                return Err(if permanent {
+                    StepError::permanent("scripted_failure", message)
+                } else {
+                    StepError::retryable("scripted_failure", message)
+                });
+            }
+            Ok(json!({
+                "step": input.step_index,
+                "attempt": input.attempt,
+                "input": input.previous_output_json.as_deref().unwrap_or("start"),
+            })
+            .to_string())
+        })
+    }
+
+    fn compensate(&self, input: StepInput, _output_json: Arc<str>) -> StepFuture<()> {
+        let probe = self.probe.clone();
+        Box::pin(async move {
+            probe.push((input.execution_id, input.step_index, input.attempt, "compensate"));
+            if script(&input).get("compensation_fails").and_then(Value::as_bool).unwrap_or(false) {
+                return Err(StepError::retryable("scripted_compensation_failure", "cannot undo"));
+            }
+            Ok(())
+        })
+    }
+}
+
+impl CapabilityHandler for Scripted {
+    fn spec(&self) -> CapabilitySpec {
+        CapabilitySpec {
+            name: "test.scripted".into(),
+            realm: "test".into(),
+            version: 1,
+            intent_types: vec!["test.scripted".into()],
+            inputs: vec!["steps".into()],
+            outputs: vec!["step".into(), "attempt".into(), "input".into()],
+            deterministic: true,
+            steps: (1..=SCRIPTED_STEPS_MAX)
+                .map(|i| StepSpec {
+                    name: format!("scripted_{i}"),
+                    deterministic: true,
+                    max_attempts: SCRIPTED_MAX_ATTEMPTS,
+                    timeout_ms: SCRIPTED_TIMEOUT_MS,
+                    backoff_base_ms: 5,
+                })
+                .collect(),
+        }
+    }
+
+    fn plan(&self, payload: &Value) -> Result<u32, String> {
+        match payload.get("steps").and_then(Value::as_array) {
+            Some(steps) if (1..=SCRIPTED_STEPS_MAX).contains(&steps.len()) => Ok(steps.len() as u32),
+            _ => Err(format!("payload.steps must list 1 to {SCRIPTED_STEPS_MAX} step scripts")),
+        }
+    }
+
+    fn step(&self, index: usize) -> Option<Arc<dyn SagaStep>> {
+        (index < SCRIPTED_STEPS_MAX).then(|| Arc::new(ScriptedStep { probe: self.probe.clone() }) as Arc<dyn SagaStep>)
+    }
+}
