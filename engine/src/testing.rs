@@ -32,7 +32,10 @@ pub struct Probe {
 
 impl Probe {
     fn push(&self, call: (Id, u32, u32, &'static str)) {
-        self.calls.lock().unwrap_or_else(|e| e.into_inner()).push(call);
+        self.calls
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(call);
     }
 
     /// Every call so far.
@@ -42,7 +45,11 @@ impl Probe {
 
     /// Calls for one execution.
     pub fn calls_of(&self, id: Id) -> Vec<(u32, u32, &'static str)> {
-        self.calls().into_iter().filter(|c| c.0 == id).map(|c| (c.1, c.2, c.3)).collect()
+        self.calls()
+            .into_iter()
+            .filter(|c| c.0 == id)
+            .map(|c| (c.1, c.2, c.3))
+            .collect()
     }
 }
 
@@ -71,14 +78,25 @@ impl SagaStep for ScriptedStep {
         let probe = self.probe.clone();
         Box::pin(async move {
             let script = script(&input);
-            let (hang, fail) = (number(&script, "hang_attempts"), number(&script, "fail_attempts"));
-            let call = (input.execution_id, input.step_index, input.attempt, "execute");
+            let (hang, fail) = (
+                number(&script, "hang_attempts"),
+                number(&script, "fail_attempts"),
+            );
+            let call = (
+                input.execution_id,
+                input.step_index,
+                input.attempt,
+                "execute",
+            );
             probe.push(call);
             if input.attempt <= hang {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }
             if input.attempt <= hang + fail {
-                let permanent = script.get("permanent").and_then(Value::as_bool).unwrap_or(false);
+                let permanent = script
+                    .get("permanent")
+                    .and_then(Value::as_bool)
+                    .unwrap_or(false);
                 let message = format!("scripted failure of attempt {}", input.attempt);
                 return Err(if permanent {
                     StepError::permanent("scripted_failure", message)
@@ -98,9 +116,21 @@ impl SagaStep for ScriptedStep {
     fn compensate(&self, input: StepInput, _output_json: Arc<str>) -> StepFuture<()> {
         let probe = self.probe.clone();
         Box::pin(async move {
-            probe.push((input.execution_id, input.step_index, input.attempt, "compensate"));
-            if script(&input).get("compensation_fails").and_then(Value::as_bool).unwrap_or(false) {
-                return Err(StepError::retryable("scripted_compensation_failure", "cannot undo"));
+            probe.push((
+                input.execution_id,
+                input.step_index,
+                input.attempt,
+                "compensate",
+            ));
+            if script(&input)
+                .get("compensation_fails")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+            {
+                return Err(StepError::retryable(
+                    "scripted_compensation_failure",
+                    "cannot undo",
+                ));
             }
             Ok(())
         })
@@ -131,12 +161,20 @@ impl CapabilityHandler for Scripted {
 
     fn plan(&self, payload: &Value) -> Result<u32, String> {
         match payload.get("steps").and_then(Value::as_array) {
-            Some(steps) if (1..=SCRIPTED_STEPS_MAX).contains(&steps.len()) => Ok(steps.len() as u32),
-            _ => Err(format!("payload.steps must list 1 to {SCRIPTED_STEPS_MAX} step scripts")),
+            Some(steps) if (1..=SCRIPTED_STEPS_MAX).contains(&steps.len()) => {
+                Ok(steps.len() as u32)
+            }
+            _ => Err(format!(
+                "payload.steps must list 1 to {SCRIPTED_STEPS_MAX} step scripts"
+            )),
         }
     }
 
     fn step(&self, index: usize) -> Option<Arc<dyn SagaStep>> {
-        (index < SCRIPTED_STEPS_MAX).then(|| Arc::new(ScriptedStep { probe: self.probe.clone() }) as Arc<dyn SagaStep>)
+        (index < SCRIPTED_STEPS_MAX).then(|| {
+            Arc::new(ScriptedStep {
+                probe: self.probe.clone(),
+            }) as Arc<dyn SagaStep>
+        })
     }
 }

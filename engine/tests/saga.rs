@@ -19,18 +19,31 @@ async fn retry_then_success() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let submitted = rt.submit_intent(scripted("acme", session, json!([{}, {"fail_attempts": 2}]))).await.unwrap();
-    assert_eq!(finish(&rt, "acme", submitted.execution_id).await, ExecutionStatus::Completed);
+    let submitted = rt
+        .submit_intent(scripted("acme", session, json!([{}, {"fail_attempts": 2}])))
+        .await
+        .unwrap();
+    assert_eq!(
+        finish(&rt, "acme", submitted.execution_id).await,
+        ExecutionStatus::Completed
+    );
     let execution = rt.execution("acme", submitted.execution_id).await.unwrap();
     assert_eq!(execution.steps[1].attempts, 3);
     assert_eq!(
         event_names(&rt, submitted.execution_id),
         [
-            "intent_received", "saga_started",
-            "step_started", "step_completed",
-            "step_started", "step_failed", "step_retry_scheduled",
-            "step_started", "step_failed", "step_retry_scheduled",
-            "step_started", "step_completed",
+            "intent_received",
+            "saga_started",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_failed",
+            "step_retry_scheduled",
+            "step_started",
+            "step_failed",
+            "step_retry_scheduled",
+            "step_started",
+            "step_completed",
             "saga_completed",
         ]
     );
@@ -43,29 +56,61 @@ async fn exhausted_retries_compensate_in_reverse_order() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let id = rt.submit_intent(scripted("acme", session, json!([{}, {}, {"fail_attempts": 9}]))).await.unwrap().execution_id;
+    let id = rt
+        .submit_intent(scripted(
+            "acme",
+            session,
+            json!([{}, {}, {"fail_attempts": 9}]),
+        ))
+        .await
+        .unwrap()
+        .execution_id;
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
     assert_eq!(
         event_names(&rt, id),
         [
-            "intent_received", "saga_started",
-            "step_started", "step_completed",
-            "step_started", "step_completed",
-            "step_started", "step_failed", "step_retry_scheduled",
-            "step_started", "step_failed", "step_retry_scheduled",
-            "step_started", "step_failed",
-            "compensation_started", "step_compensated", "step_compensated",
+            "intent_received",
+            "saga_started",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_failed",
+            "step_retry_scheduled",
+            "step_started",
+            "step_failed",
+            "step_retry_scheduled",
+            "step_started",
+            "step_failed",
+            "compensation_started",
+            "step_compensated",
+            "step_compensated",
             "saga_compensated",
         ]
     );
-    let compensations: Vec<u32> =
-        probe.calls_of(id).into_iter().filter(|c| c.2 == "compensate").map(|c| c.0).collect();
+    let compensations: Vec<u32> = probe
+        .calls_of(id)
+        .into_iter()
+        .filter(|c| c.2 == "compensate")
+        .map(|c| c.0)
+        .collect();
     assert_eq!(compensations, [1, 0]);
     let execution = rt.execution("acme", id).await.unwrap();
     assert_eq!(execution.error.as_ref().unwrap().code, "scripted_failure");
-    assert_eq!(execution.error.as_ref().unwrap().step.as_deref(), Some("scripted_3"));
+    assert_eq!(
+        execution.error.as_ref().unwrap().step.as_deref(),
+        Some("scripted_3")
+    );
     let statuses: Vec<_> = execution.steps.iter().map(|s| s.status).collect();
-    assert_eq!(statuses, [StepStatus::Compensated, StepStatus::Compensated, StepStatus::Failed]);
+    assert_eq!(
+        statuses,
+        [
+            StepStatus::Compensated,
+            StepStatus::Compensated,
+            StepStatus::Failed
+        ]
+    );
 }
 
 // A permanent failure of the first step fails the saga at once: nothing to compensate.
@@ -74,9 +119,26 @@ async fn permanent_failure_without_completed_steps_fails() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let id = rt.submit_intent(scripted("acme", session, json!([{"fail_attempts": 1, "permanent": true}]))).await.unwrap().execution_id;
+    let id = rt
+        .submit_intent(scripted(
+            "acme",
+            session,
+            json!([{"fail_attempts": 1, "permanent": true}]),
+        ))
+        .await
+        .unwrap()
+        .execution_id;
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Failed);
-    assert_eq!(event_names(&rt, id), ["intent_received", "saga_started", "step_started", "step_failed", "saga_failed"]);
+    assert_eq!(
+        event_names(&rt, id),
+        [
+            "intent_received",
+            "saga_started",
+            "step_started",
+            "step_failed",
+            "saga_failed"
+        ]
+    );
 }
 
 // A failing compensation ends the saga failed with code compensation_failed.
@@ -86,7 +148,11 @@ async fn failing_compensation_fails_the_saga() {
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
     let steps = json!([{"compensation_fails": true}, {"fail_attempts": 1, "permanent": true}]);
-    let id = rt.submit_intent(scripted("acme", session, steps)).await.unwrap().execution_id;
+    let id = rt
+        .submit_intent(scripted("acme", session, steps))
+        .await
+        .unwrap()
+        .execution_id;
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Failed);
     let execution = rt.execution("acme", id).await.unwrap();
     assert_eq!(execution.error.unwrap().code, "compensation_failed");
@@ -98,13 +164,26 @@ async fn timeout_is_a_retryable_failure() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let id = rt.submit_intent(scripted("acme", session, json!([{"hang_attempts": 1}]))).await.unwrap().execution_id;
+    let id = rt
+        .submit_intent(scripted("acme", session, json!([{"hang_attempts": 1}])))
+        .await
+        .unwrap()
+        .execution_id;
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Completed);
     let execution = rt.execution("acme", id).await.unwrap();
     assert_eq!(execution.steps[0].attempts, 2);
     assert_eq!(
         event_names(&rt, id),
-        ["intent_received", "saga_started", "step_started", "step_failed", "step_retry_scheduled", "step_started", "step_completed", "saga_completed"]
+        [
+            "intent_received",
+            "saga_started",
+            "step_started",
+            "step_failed",
+            "step_retry_scheduled",
+            "step_started",
+            "step_completed",
+            "saga_completed"
+        ]
     );
 }
 
@@ -114,13 +193,21 @@ async fn timeout_is_a_retryable_failure() {
 #[test]
 fn crash_mid_saga_then_resume_to_completion() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let first = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let first = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     let (id, session) = first.block_on(async {
         let rt = start(&fs, &probe).await;
         let session = tenant_with_session(&rt, "acme").await;
         // Step 2 hangs on its first attempt: crash while it runs.
         let steps = json!([{}, {"hang_attempts": 1}, {}]);
-        let id = rt.submit_intent(scripted("acme", session, steps)).await.unwrap().execution_id;
+        let id = rt
+            .submit_intent(scripted("acme", session, steps))
+            .await
+            .unwrap()
+            .execution_id;
         for _ in 0..200 {
             if probe.calls_of(id).iter().any(|c| c.0 == 1) {
                 break;
@@ -131,14 +218,30 @@ fn crash_mid_saga_then_resume_to_completion() {
     });
     fs.crash(CrashMode::DropUnsynced);
     first.shutdown_timeout(Duration::from_secs(1));
-    let second = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    let second = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
     second.block_on(async {
         let rt = start(&fs, &probe).await;
         assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Completed);
-        let step0_runs = probe.calls_of(id).iter().filter(|c| c.0 == 0 && c.2 == "execute").count();
-        assert_eq!(step0_runs, 1, "a step whose completion was recorded ran again");
+        let step0_runs = probe
+            .calls_of(id)
+            .iter()
+            .filter(|c| c.0 == 0 && c.2 == "execute")
+            .count();
+        assert_eq!(
+            step0_runs, 1,
+            "a step whose completion was recorded ran again"
+        );
         let execution = rt.execution("acme", id).await.unwrap();
-        assert!(execution.steps.iter().all(|s| s.status == StepStatus::Completed));
+        assert!(
+            execution
+                .steps
+                .iter()
+                .all(|s| s.status == StepStatus::Completed)
+        );
         assert_eq!(execution.session_id, session);
     });
 }
@@ -163,7 +266,8 @@ async fn idempotency_race() {
         answers.push(task.await.unwrap());
     }
     let first = &answers[0];
-    assert!(answers.iter().all(|a| (a.execution_id, a.intent_id, a.lsn) == (first.execution_id, first.intent_id, first.lsn)));
+    assert!(answers.iter().all(|a| (a.execution_id, a.intent_id, a.lsn)
+        == (first.execution_id, first.intent_id, first.lsn)));
     assert_eq!(answers.iter().filter(|a| !a.duplicate).count(), 1);
     let intents = rt.read(|s| s.executions.len()).await.unwrap();
     assert_eq!(intents, 1);
@@ -171,7 +275,10 @@ async fn idempotency_race() {
     let other = tenant_with_session(&rt, "globex").await;
     let mut intent = echo("globex", other, json!("x"), 1);
     intent.idempotency_key = Some("key-1".into());
-    assert_ne!(rt.submit_intent(intent).await.unwrap().execution_id, first.execution_id);
+    assert_ne!(
+        rt.submit_intent(intent).await.unwrap().execution_id,
+        first.execution_id
+    );
 }
 
 // Intents on another tenant's session, an unknown session or a closed session are refused,
@@ -182,23 +289,47 @@ async fn sessions_and_tenants_are_enforced() {
     let rt = start(&fs, &probe).await;
     let acme = tenant_with_session(&rt, "acme").await;
     let _globex = tenant_with_session(&rt, "globex").await;
-    let err = rt.submit_intent(echo("globex", acme, json!(1), 1)).await.unwrap_err();
+    let err = rt
+        .submit_intent(echo("globex", acme, json!(1), 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound { kind: "session" }), "{err}");
-    assert!(matches!(rt.session("globex", acme).await, Err(Error::NotFound { .. })));
+    assert!(matches!(
+        rt.session("globex", acme).await,
+        Err(Error::NotFound { .. })
+    ));
     rt.close_session("acme", acme).await.unwrap();
-    let err = rt.submit_intent(echo("acme", acme, json!(1), 1)).await.unwrap_err();
+    let err = rt
+        .submit_intent(echo("acme", acme, json!(1), 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::SessionClosed(_)), "{err}");
-    let err = rt.submit_intent(echo("acme", symphainy_engine::Id(7), json!(1), 1)).await.unwrap_err();
+    let err = rt
+        .submit_intent(echo("acme", symphainy_engine::Id(7), json!(1), 1))
+        .await
+        .unwrap_err();
     assert!(matches!(err, Error::NotFound { .. }));
     for bad in ["", "Acme", "-x", "a b", "_system", &"a".repeat(64)] {
-        assert!(matches!(rt.create_tenant(bad).await, Err(Error::InvalidTenantId)), "{bad:?}");
+        assert!(
+            matches!(rt.create_tenant(bad).await, Err(Error::InvalidTenantId)),
+            "{bad:?}"
+        );
     }
-    assert!(matches!(rt.create_tenant("acme").await, Err(Error::TenantExists(_))));
+    assert!(matches!(
+        rt.create_tenant("acme").await,
+        Err(Error::TenantExists(_))
+    ));
     let mut unknown = echo("acme", acme, json!(1), 1);
     unknown.intent_type = "nope.nothing".into();
-    assert!(matches!(rt.submit_intent(unknown).await, Err(Error::UnknownIntent(_))));
+    assert!(matches!(
+        rt.submit_intent(unknown).await,
+        Err(Error::UnknownIntent(_))
+    ));
     let bad_steps = echo("acme", acme, json!(1), 17);
-    assert!(matches!(rt.submit_intent(bad_steps).await, Err(Error::InvalidRequest(_))));
+    assert!(matches!(
+        rt.submit_intent(bad_steps).await,
+        Err(Error::InvalidRequest(_))
+    ));
 }
 
 // The echo capability passes its value through every step.
@@ -207,9 +338,16 @@ async fn echo_passes_value_through_steps() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let id = rt.submit_intent(echo("acme", session, json!({"nested": [1, 2]}), 3)).await.unwrap().execution_id;
+    let id = rt
+        .submit_intent(echo("acme", session, json!({"nested": [1, 2]}), 3))
+        .await
+        .unwrap()
+        .execution_id;
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Completed);
     let execution = rt.execution("acme", id).await.unwrap();
-    assert_eq!(execution.result_json.as_deref(), Some(r#"{"value":{"nested":[1,2]}}"#));
+    assert_eq!(
+        execution.result_json.as_deref(),
+        Some(r#"{"value":{"nested":[1,2]}}"#)
+    );
     assert_eq!(execution.steps.len(), 3);
 }

@@ -22,25 +22,42 @@ pub fn dir() -> PathBuf {
 pub fn registry(probe: &Arc<Probe>) -> Arc<Registry> {
     let mut registry = Registry::default();
     registry.register(Arc::new(builtin::Echo)).unwrap();
-    registry.register(Arc::new(Scripted { probe: probe.clone() })).unwrap();
+    registry
+        .register(Arc::new(Scripted {
+            probe: probe.clone(),
+        }))
+        .unwrap();
     Arc::new(registry)
 }
 
 pub fn wal_config() -> Config {
-    Config { segment_bytes: 256 * 1024, record_bytes_max: 64 * 1024, ..Config::small_for_tests() }
+    Config {
+        segment_bytes: 256 * 1024,
+        record_bytes_max: 64 * 1024,
+        ..Config::small_for_tests()
+    }
 }
 
 pub async fn start(fs: &MemFs, probe: &Arc<Probe>) -> Arc<Rt> {
     let wal = Arc::new(Wal::open_with(Arc::new(fs.clone()), dir(), wal_config()).unwrap());
-    Runtime::start(wal, registry(probe), Arc::new(SystemClock), Arc::new(UlidSource::default()), RuntimeConfig::default())
-        .await
-        .unwrap()
+    Runtime::start(
+        wal,
+        registry(probe),
+        Arc::new(SystemClock),
+        Arc::new(UlidSource::default()),
+        RuntimeConfig::default(),
+    )
+    .await
+    .unwrap()
 }
 
 /// A tenant with an open session.
 pub async fn tenant_with_session(rt: &Arc<Rt>, tenant: &str) -> Id {
     rt.create_tenant(tenant).await.unwrap();
-    rt.create_session(tenant, "alice", "{}".into()).await.unwrap().session_id
+    rt.create_session(tenant, "alice", "{}".into())
+        .await
+        .unwrap()
+        .session_id
 }
 
 pub fn scripted(tenant: &str, session: Id, steps: serde_json::Value) -> SubmitIntent {
@@ -67,7 +84,12 @@ pub fn echo(tenant: &str, session: Id, value: serde_json::Value, steps: u32) -> 
 
 /// Waits for an execution to finish and returns its status.
 pub async fn finish(rt: &Arc<Rt>, tenant: &str, id: Id) -> ExecutionStatus {
-    assert!(rt.wait_finished(tenant, id, Duration::from_secs(20)).await.unwrap(), "execution {id} did not finish");
+    assert!(
+        rt.wait_finished(tenant, id, Duration::from_secs(20))
+            .await
+            .unwrap(),
+        "execution {id} did not finish"
+    );
     rt.execution(tenant, id).await.unwrap().status
 }
 
