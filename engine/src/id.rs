@@ -27,6 +27,37 @@ impl FromStr for Id {
     }
 }
 
+/// Hasher for maps keyed by [`Id`]: ULIDs end in 80 random bits, so folding the two halves
+/// and one multiply spreads them well, far cheaper than SipHash. Deterministic (no random
+/// seed); maps are still never iterated where order could reach an output.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+    fn write_u64(&mut self, value: u64) {
+        self.0 = (self.0.rotate_left(29) ^ value).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+    fn write_u128(&mut self, value: u128) {
+        self.write_u64(value as u64 ^ (value >> 64) as u64);
+    }
+}
+
+/// Builds [`IdHasher`]s.
+pub type IdHashBuilder = std::hash::BuildHasherDefault<IdHasher>;
+
+/// A hash map keyed by [`Id`].
+pub type IdMap<V> = std::collections::HashMap<Id, V, IdHashBuilder>;
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type TimestampMs = i64;
 

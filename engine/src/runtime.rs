@@ -142,6 +142,49 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
+/// Folds records into a state one at a time, e.g. as the WAL's verification scan hands them
+/// over ([`symphainy_wal::Wal::open_visiting`]), so recovery reads the log once.
+#[derive(Debug, Default)]
+pub struct Replayer {
+    state: State,
+    applied: u64,
+    failure: Option<Error>,
+}
+
+impl Replayer {
+    /// Starts from `state` (empty, or a snapshot).
+    pub fn from_state(state: State) -> Self {
+        Self {
+            state,
+            applied: 0,
+            failure: None,
+        }
+    }
+
+    /// Applies one record; records at or below the state's LSN are skipped (a snapshot
+    /// already holds them). The first undecodable record stops the fold.
+    pub fn visit(&mut self, lsn: Lsn, meta: symphainy_wal::RecordMeta, payload: &[u8]) {
+        if self.failure.is_some() || (lsn <= self.state.last_lsn && self.state.last_lsn > 0) {
+            return;
+        }
+        match codec::decode(meta, payload) {
+            Ok(event) => {
+                self.state.apply(lsn, event);
+                self.applied += 1;
+            }
+            Err(e) => self.failure = Some(Error::Codec(format!("LSN {lsn}: {e}"))),
+        }
+    }
+
+    /// The folded state and how many events were applied, or the first decode failure.
+    pub fn finish(self) -> Result<(State, u64)> {
+        match self.failure {
+            Some(e) => Err(e),
+            None => Ok((self.state, self.applied)),
+        }
+    }
+}
+
 /// Replays every record of `log` from LSN 1 into a fresh state.
 pub fn replay<L: Log>(log: &L) -> Result<State> {
     let mut cursor = log.cursor(1);
@@ -154,9 +197,7 @@ pub fn replay_cursor(
     cursor: &mut symphainy_wal::Cursor,
     to_lsn: Option<Lsn>,
 ) -> Result<(State, u64)> {
-    let mut state = State::default();
-    let mut applied = 0u64;
-    let mut failure = None;
+    let mut replayer = Replayer::default();
     loop {
         let limit = to_lsn.map_or(usize::MAX, |to| {
             to.saturating_sub(cursor.next_lsn() - 1) as usize
@@ -165,25 +206,13 @@ pub fn replay_cursor(
             break;
         }
         let seen = cursor.visit(limit.min(8192), |lsn, meta, payload| {
-            if failure.is_some() {
-                return;
-            }
-            match codec::decode(meta, payload) {
-                Ok(event) => {
-                    state.apply(lsn, &event);
-                    applied += 1;
-                }
-                Err(e) => failure = Some(Error::Codec(format!("LSN {lsn}: {e}"))),
-            }
+            replayer.visit(lsn, meta, payload)
         })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
-        if seen == 0 {
+        if seen == 0 || replayer.failure.is_some() {
             break;
         }
     }
-    Ok((state, applied))
+    replayer.finish()
 }
 
 impl<L: Log> Runtime<L> {
@@ -197,6 +226,26 @@ impl<L: Log> Runtime<L> {
         config: RuntimeConfig,
     ) -> Result<Arc<Self>> {
         let state = replay(log.as_ref())?;
+        Self::start_with_state(log, state, registry, clock, ids, config).await
+    }
+
+    /// Like [`Runtime::start`] with the state already folded from the whole log (by a
+    /// [`Replayer`] fed during the WAL's open). The state must end where the log ends.
+    pub async fn start_with_state(
+        log: Arc<L>,
+        state: State,
+        registry: Arc<Registry>,
+        clock: Arc<dyn Clock>,
+        ids: Arc<dyn IdSource>,
+        config: RuntimeConfig,
+    ) -> Result<Arc<Self>> {
+        if state.last_lsn != log.durable_lsn() {
+            return Err(Error::Codec(format!(
+                "the recovered state ends at LSN {} but the log at {}",
+                state.last_lsn,
+                log.durable_lsn()
+            )));
+        }
         let next_lsn = state.last_lsn + 1;
         let (stopped, _) = watch::channel(None);
         let runtime = Arc::new(Self {
@@ -331,10 +380,11 @@ impl<L: Log> Runtime<L> {
             }
         };
         let first = core.next_lsn;
-        for (offset, event) in events.iter().enumerate() {
+        let count = events.len() as u64;
+        for (offset, event) in events.into_iter().enumerate() {
             core.state.apply(first + offset as u64, event);
         }
-        core.next_lsn += events.len() as u64;
+        core.next_lsn += count;
         let last = core.next_lsn - 1;
         Ok((
             Some(Committed {

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use symphainy_wal::Lsn;
 
 use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
-use crate::id::{Id, TimestampMs};
+use crate::id::{Id, IdMap, TimestampMs};
 
 /// A tenant and what belongs to it directly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,8 +168,8 @@ pub struct State {
     /// LSN of the last applied event.
     pub last_lsn: Lsn,
     pub tenants: BTreeMap<String, Tenant>,
-    pub sessions: HashMap<Id, Session>,
-    pub executions: HashMap<Id, Execution>,
+    pub sessions: IdMap<Session>,
+    pub executions: IdMap<Execution>,
     /// Capability name -> version -> spec.
     pub capabilities: BTreeMap<String, BTreeMap<u32, CapabilitySpec>>,
     /// Events that did not fit the state and changed nothing else.
@@ -196,18 +196,22 @@ impl State {
             .filter(|e| e.tenant_id == tenant_id)
     }
 
-    /// Applies one event at `lsn`. Never fails; see the module docs.
-    pub fn apply(&mut self, lsn: Lsn, event: &Event) {
+    /// Applies one event at `lsn`, taking its strings. Never fails; see the module docs.
+    pub fn apply(&mut self, lsn: Lsn, event: Event) {
         self.last_lsn = lsn;
         if !self.apply_body(event) {
             self.rejected_events += 1;
         }
     }
 
-    fn apply_body(&mut self, event: &Event) -> bool {
-        let tenant = event.tenant_id.as_str();
-        let at = event.timestamp_ms;
-        match &event.body {
+    fn apply_body(&mut self, event: Event) -> bool {
+        let Event {
+            tenant_id,
+            timestamp_ms: at,
+            body,
+        } = event;
+        let tenant = tenant_id.as_str();
+        match body {
             EventBody::TenantCreated => {
                 if tenant == SYSTEM_TENANT || self.tenants.contains_key(tenant) {
                     return false;
@@ -216,7 +220,7 @@ impl State {
                     created_at_ms: at,
                     ..Tenant::default()
                 };
-                self.tenants.insert(tenant.to_string(), fresh);
+                self.tenants.insert(tenant_id, fresh);
                 true
             }
             EventBody::TokenIssued {
@@ -228,19 +232,19 @@ impl State {
                     return false;
                 };
                 let token = Token {
-                    user_id: user_id.clone(),
+                    user_id,
                     issued_at_ms: at,
-                    expires_at_ms: *expires_at_ms,
+                    expires_at_ms,
                     revoked: false,
                 };
-                t.tokens.insert(*token_id, token);
+                t.tokens.insert(token_id, token);
                 true
             }
             EventBody::TokenRevoked { token_id } => {
                 let token = self
                     .tenants
                     .get_mut(tenant)
-                    .and_then(|t| t.tokens.get_mut(token_id));
+                    .and_then(|t| t.tokens.get_mut(&token_id));
                 token.map(|token| token.revoked = true).is_some()
             }
             EventBody::SessionCreated {
@@ -248,7 +252,7 @@ impl State {
                 user_id,
                 context_json,
             } => {
-                if self.sessions.contains_key(session_id) {
+                if self.sessions.contains_key(&session_id) {
                     return false;
                 }
                 let Some(t) = self.tenants.get_mut(tenant) else {
@@ -256,19 +260,19 @@ impl State {
                 };
                 t.sessions_open += 1;
                 let session = Session {
-                    session_id: *session_id,
-                    tenant_id: tenant.to_string(),
-                    user_id: user_id.clone(),
+                    session_id,
+                    tenant_id,
+                    user_id,
                     created_at_ms: at,
-                    context_json: context_json.clone(),
+                    context_json,
                     closed_at_ms: None,
                     active_sagas: BTreeSet::new(),
                 };
-                self.sessions.insert(*session_id, session);
+                self.sessions.insert(session_id, session);
                 true
             }
             EventBody::SessionClosed { session_id } => {
-                let Some(s) = self.sessions.get_mut(session_id) else {
+                let Some(s) = self.sessions.get_mut(&session_id) else {
                     return false;
                 };
                 if s.tenant_id != tenant || s.closed_at_ms.is_some() {
@@ -286,14 +290,64 @@ impl State {
                 }
                 let versions = self.capabilities.entry(spec.name.clone()).or_default();
                 match versions.get(&spec.version) {
-                    Some(existing) => existing == spec,
+                    Some(existing) => existing == &spec,
                     None => {
-                        versions.insert(spec.version, spec.clone());
+                        versions.insert(spec.version, spec);
                         true
                     }
                 }
             }
-            EventBody::IntentReceived { .. } => self.apply_intent(event),
+            EventBody::IntentReceived {
+                session_id,
+                intent_id,
+                execution_id,
+                intent_type,
+                realm,
+                payload_json,
+                idempotency_key,
+            } => {
+                if self.executions.contains_key(&execution_id) {
+                    return false;
+                }
+                let Some(session) = self.sessions.get_mut(&session_id) else {
+                    return false;
+                };
+                if session.tenant_id != tenant || session.closed_at_ms.is_some() {
+                    return false;
+                }
+                let Some(t) = self.tenants.get_mut(tenant) else {
+                    return false;
+                };
+                if let Some(key) = &idempotency_key {
+                    if t.idempotency.contains_key(key) {
+                        return false;
+                    }
+                    t.idempotency.insert(key.clone(), execution_id);
+                }
+                session.active_sagas.insert(execution_id);
+                let execution = Execution {
+                    execution_id,
+                    intent_id,
+                    session_id,
+                    tenant_id,
+                    intent_type,
+                    realm,
+                    payload_json,
+                    idempotency_key,
+                    intent_lsn: self.last_lsn,
+                    capability: String::new(),
+                    capability_version: 0,
+                    status: ExecutionStatus::Accepted,
+                    steps: Vec::new(),
+                    compensating_from: None,
+                    result_json: None,
+                    error: None,
+                    submitted_at_ms: at,
+                    finished_at_ms: None,
+                };
+                self.executions.insert(execution_id, execution);
+                true
+            }
             EventBody::SagaStarted {
                 execution_id,
                 capability,
@@ -301,16 +355,15 @@ impl State {
                 step_count,
             } => {
                 let Some(n) = self
-                    .capability(capability, *capability_version)
+                    .capability(&capability, capability_version)
                     .map(|c| c.steps.len())
                 else {
                     return false;
                 };
-                if *step_count == 0 || *step_count as usize > n {
+                if step_count == 0 || step_count as usize > n {
                     return false;
                 }
-                let n = *step_count as usize;
-                let Some(e) = self.executions.get_mut(execution_id) else {
+                let Some(e) = self.executions.get_mut(&execution_id) else {
                     return false;
                 };
                 if e.tenant_id != tenant
@@ -319,101 +372,42 @@ impl State {
                 {
                     return false;
                 }
-                e.capability = capability.clone();
-                e.capability_version = *capability_version;
-                e.steps = vec![StepState::pending(); n];
+                e.capability = capability;
+                e.capability_version = capability_version;
+                e.steps = vec![StepState::pending(); step_count as usize];
                 true
             }
-            _ => self.apply_saga(event),
+            body => self.apply_saga(tenant, at, body),
         }
-    }
-
-    fn apply_intent(&mut self, event: &Event) -> bool {
-        let EventBody::IntentReceived {
-            session_id,
-            intent_id,
-            execution_id,
-            intent_type,
-            realm,
-            payload_json,
-            idempotency_key,
-        } = &event.body
-        else {
-            return false;
-        };
-        let tenant = event.tenant_id.as_str();
-        if self.executions.contains_key(execution_id) {
-            return false;
-        }
-        let Some(session) = self.sessions.get_mut(session_id) else {
-            return false;
-        };
-        if session.tenant_id != tenant || session.closed_at_ms.is_some() {
-            return false;
-        }
-        let Some(t) = self.tenants.get_mut(tenant) else {
-            return false;
-        };
-        if let Some(key) = idempotency_key {
-            if t.idempotency.contains_key(key) {
-                return false;
-            }
-            t.idempotency.insert(key.clone(), *execution_id);
-        }
-        session.active_sagas.insert(*execution_id);
-        let execution = Execution {
-            execution_id: *execution_id,
-            intent_id: *intent_id,
-            session_id: *session_id,
-            tenant_id: tenant.to_string(),
-            intent_type: intent_type.clone(),
-            realm: realm.clone(),
-            payload_json: payload_json.clone(),
-            idempotency_key: idempotency_key.clone(),
-            intent_lsn: self.last_lsn,
-            capability: String::new(),
-            capability_version: 0,
-            status: ExecutionStatus::Accepted,
-            steps: Vec::new(),
-            compensating_from: None,
-            result_json: None,
-            error: None,
-            submitted_at_ms: event.timestamp_ms,
-            finished_at_ms: None,
-        };
-        self.executions.insert(*execution_id, execution);
-        true
     }
 
     /// Step and saga transitions of an existing, unfinished execution.
-    fn apply_saga(&mut self, event: &Event) -> bool {
-        let Some(id) = event.body.execution_id() else {
+    fn apply_saga(&mut self, tenant: &str, at: TimestampMs, body: EventBody) -> bool {
+        let Some(id) = body.execution_id() else {
             return false;
         };
-        let at = event.timestamp_ms;
         let Some(e) = self.executions.get_mut(&id) else {
             return false;
         };
-        if e.tenant_id != event.tenant_id || e.status.is_terminal() || e.capability.is_empty() {
+        if e.tenant_id != tenant || e.status.is_terminal() || e.capability.is_empty() {
             return false;
         }
-        let finished = match &event.body {
+        let finished = match body {
             EventBody::StepStarted {
                 step_index,
                 attempt,
                 ..
             } => {
-                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                let Some(step) = e.steps.get_mut(step_index as usize) else {
                     return false;
                 };
-                if !matches!(step.status, StepStatus::Pending | StepStatus::Running) {
-                    return false;
-                }
-                if *attempt != step.attempts + 1 {
+                if !matches!(step.status, StepStatus::Pending | StepStatus::Running)
+                    || attempt != step.attempts + 1
+                {
                     return false;
                 }
                 step.status = StepStatus::Running;
-                step.attempts = *attempt;
+                step.attempts = attempt;
                 step.retry_at_ms = None;
                 step.started_at_ms.get_or_insert(at);
                 e.status = ExecutionStatus::Running;
@@ -426,17 +420,17 @@ impl State {
                 duration_ms,
                 ..
             } => {
-                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                let Some(step) = e.steps.get_mut(step_index as usize) else {
                     return false;
                 };
-                if step.status != StepStatus::Running || step.attempts != *attempt {
+                if step.status != StepStatus::Running || step.attempts != attempt {
                     return false;
                 }
                 step.status = StepStatus::Completed;
-                step.output_json = Some(output_json.clone());
+                step.output_json = Some(output_json);
                 step.error = None;
                 step.finished_at_ms = Some(at);
-                step.duration_ms = Some(*duration_ms);
+                step.duration_ms = Some(duration_ms);
                 false
             }
             EventBody::StepFailed {
@@ -448,17 +442,17 @@ impl State {
                 duration_ms,
                 ..
             } => {
-                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                let Some(step) = e.steps.get_mut(step_index as usize) else {
                     return false;
                 };
-                if step.status != StepStatus::Running || step.attempts != *attempt {
+                if step.status != StepStatus::Running || step.attempts != attempt {
                     return false;
                 }
                 step.status = StepStatus::Failed;
-                step.error = Some((code.clone(), message.clone()));
-                step.retryable = *retryable;
+                step.error = Some((code, message));
+                step.retryable = retryable;
                 step.finished_at_ms = Some(at);
-                step.duration_ms = Some(*duration_ms);
+                step.duration_ms = Some(duration_ms);
                 false
             }
             EventBody::StepRetryScheduled {
@@ -467,31 +461,32 @@ impl State {
                 delay_ms,
                 ..
             } => {
-                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                let Some(step) = e.steps.get_mut(step_index as usize) else {
                     return false;
                 };
-                if step.status != StepStatus::Failed || *next_attempt != step.attempts + 1 {
+                if step.status != StepStatus::Failed || next_attempt != step.attempts + 1 {
                     return false;
                 }
                 step.status = StepStatus::Pending;
                 step.retry_at_ms =
-                    Some(at.saturating_add(i64::try_from(*delay_ms).unwrap_or(i64::MAX)));
+                    Some(at.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)));
                 false
             }
             EventBody::CompensationStarted {
                 failed_step_index, ..
             } => {
-                if e.compensating_from.is_some() || *failed_step_index as usize >= e.steps.len() {
+                if e.compensating_from.is_some() || failed_step_index as usize >= e.steps.len() {
                     return false;
                 }
-                e.compensating_from = Some(*failed_step_index);
+                e.compensating_from = Some(failed_step_index);
                 false
             }
             EventBody::StepCompensated { step_index, .. } => {
-                let Some(step) = e.steps.get_mut(*step_index as usize) else {
+                let compensating = e.compensating_from.is_some();
+                let Some(step) = e.steps.get_mut(step_index as usize) else {
                     return false;
                 };
-                if step.status != StepStatus::Completed || e.compensating_from.is_none() {
+                if step.status != StepStatus::Completed || !compensating {
                     return false;
                 }
                 step.status = StepStatus::Compensated;
@@ -499,7 +494,7 @@ impl State {
             }
             EventBody::SagaCompleted { result_json, .. } => {
                 e.status = ExecutionStatus::Completed;
-                e.result_json = Some(result_json.clone());
+                e.result_json = Some(result_json);
                 true
             }
             EventBody::SagaFailed {
@@ -510,9 +505,9 @@ impl State {
             } => {
                 e.status = ExecutionStatus::Failed;
                 e.error = Some(ExecutionError {
-                    code: code.clone(),
-                    message: message.clone(),
-                    step: step.clone(),
+                    code,
+                    message,
+                    step,
                 });
                 true
             }
@@ -524,9 +519,9 @@ impl State {
             } => {
                 e.status = ExecutionStatus::Compensated;
                 e.error = Some(ExecutionError {
-                    code: code.clone(),
-                    message: message.clone(),
-                    step: step.clone(),
+                    code,
+                    message,
+                    step,
                 });
                 true
             }

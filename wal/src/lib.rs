@@ -120,6 +120,18 @@ impl Wal {
         dir: impl AsRef<Path>,
         config: Config,
     ) -> Result<Self> {
+        Self::open_visiting(fs, dir, config, |_, _, _| {})
+    }
+
+    /// Like [`Wal::open_with`], handing every record to `visit` during the verification scan,
+    /// so a caller can rebuild its state in the same single pass over the log. Records of a
+    /// torn tail are never visited.
+    pub fn open_visiting(
+        fs: Arc<dyn FileSystem>,
+        dir: impl AsRef<Path>,
+        config: Config,
+        visit: impl FnMut(Lsn, RecordMeta, &[u8]),
+    ) -> Result<Self> {
         let config = config.sanitize()?;
         let dir = dir.as_ref().to_path_buf();
         fs.create_dir_all(&dir)
@@ -130,7 +142,7 @@ impl Wal {
                 fs::LockFailure::Held => Error::Locked(dir.clone()),
                 fs::LockFailure::Io(e) => Error::io(format!("locking {}", dir.display()), e),
             })?;
-        let recovered = recovery::recover(fs.as_ref(), &dir, Mode::Repair, |_, _| {})?;
+        let recovered = recovery::recover(fs.as_ref(), &dir, Mode::Repair, visit)?;
         let catalog = Arc::new(Catalog::new(
             fs,
             dir,
@@ -306,14 +318,14 @@ impl WalReader {
 
     /// Opens `dir` read-only on the given file system, verifying every frame on the way.
     pub fn open_with(fs: Arc<dyn FileSystem>, dir: impl AsRef<Path>) -> Result<Self> {
-        Self::open_visiting(fs, dir, |_, _| {})
+        Self::open_visiting(fs, dir, |_, _, _| {})
     }
 
     /// Like [`WalReader::open_with`], calling `visit` with every record during verification.
     pub fn open_visiting(
         fs: Arc<dyn FileSystem>,
         dir: impl AsRef<Path>,
-        visit: impl FnMut(Lsn, &[u8]),
+        visit: impl FnMut(Lsn, RecordMeta, &[u8]),
     ) -> Result<Self> {
         let dir = dir.as_ref().to_path_buf();
         let recovered = recovery::recover(fs.as_ref(), &dir, Mode::ReadOnly, visit)?;

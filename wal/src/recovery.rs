@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::Lsn;
 use crate::catalog::SegmentInfo;
 use crate::error::{Error, FaultLocation, Result};
-use crate::format::{CHAIN_SEED, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::format::{CHAIN_SEED, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader};
 use crate::fs::{FileHandle, FileSystem, join};
 use crate::segment::{Stop, TEMP_SUFFIX, find_evidence, parse_segment_name, scan_frames};
 use crate::writer::ActiveSegment;
@@ -76,7 +76,7 @@ pub(crate) fn recover(
     fs: &dyn FileSystem,
     dir: &Path,
     mode: Mode,
-    mut visit: impl FnMut(Lsn, &[u8]),
+    mut visit: impl FnMut(Lsn, RecordMeta, &[u8]),
 ) -> Result<Recovered> {
     let names = fs
         .list(dir)
@@ -159,7 +159,14 @@ pub(crate) fn recover(
             base,
             header.chain_start,
             record_bytes_max,
-            |h, _, payload| visit(h.lsn, payload),
+            |h, _, payload| {
+                let meta = RecordMeta {
+                    codec: h.codec,
+                    record_type: h.record_type,
+                    schema_version: h.schema_version,
+                };
+                visit(h.lsn, meta, payload)
+            },
         );
         report.records += scan.next_lsn - base;
         let evidence = find_evidence(
