@@ -36,3 +36,10 @@ pub fn builtin_registry() -> Result<saga::Registry> {
     registry.register(std::sync::Arc::new(builtin::Echo))?;
     Ok(registry)
 }
+
+/// The registry a node serves: the built-in capabilities and every realm's. The server
+/// wires realms in through this function; the runtime core never imports a realm.
+/// `docs/capability_inventory.md` is generated from it.
+pub fn default_registry() -> Result<saga::Registry> {
+    builtin_registry()
+}
