@@ -22,6 +22,7 @@ pub mod id;
 pub mod metrics;
 pub mod runtime;
 pub mod saga;
+pub mod snapshot;
 pub mod state;
 pub mod testing;
 

@@ -1,0 +1,234 @@
+//! Snapshots of the state, so recovery folds only the log's tail.
+//!
+//! File `snapshot-{lsn:020}.bin`: magic `SYMSNAP1` (8), format version u32, LSN u64, payload
+//! length u64, SHA-256 of the payload (32), payload = the state in the engine codec (bincode 2).
+//! Written as temp file, fsync, rename, fsync of the directory; the newest
+//! [`SNAPSHOTS_KEPT`] are kept. A snapshot that fails any check is ignored with a log line and
+//! the next older one is tried: a snapshot is an optimisation, never a source of truth.
+//!
+//! [`Snapshotter`] takes them off the hot path: a thread that tails the durable log with its
+//! own copy of the state and writes a snapshot every `every_events` events.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use sha2::{Digest as _, Sha256};
+use symphainy_wal::{Log, Lsn};
+
+use crate::error::{Error, Result};
+use crate::runtime::Replayer;
+use crate::state::State;
+
+/// Magic bytes of a snapshot file.
+pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SYMSNAP1";
+/// Version of the snapshot layout.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 1;
+/// How many snapshots are kept.
+pub const SNAPSHOTS_KEPT: usize = 2;
+/// Bytes before the payload.
+const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 32;
+/// How often the snapshotter looks for new durable events.
+pub const SNAPSHOT_POLL_MS: u64 = 200;
+
+fn name(lsn: Lsn) -> String {
+    format!("snapshot-{lsn:020}.bin")
+}
+
+fn parse_name(name: &str) -> Option<Lsn> {
+    name.strip_prefix("snapshot-")?
+        .strip_suffix(".bin")?
+        .parse()
+        .ok()
+}
+
+fn io(context: &str, e: std::io::Error) -> Error {
+    Error::Snapshot(format!("{context}: {e}"))
+}
+
+/// Writes a snapshot of `state` into `dir` durably; returns its path.
+pub fn write(dir: &Path, state: &State) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir).map_err(|e| io("creating the snapshot directory", e))?;
+    let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
+        .map_err(|e| Error::Snapshot(format!("encoding the state: {e}")))?;
+    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+    bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    bytes.extend_from_slice(&state.last_lsn.to_le_bytes());
+    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&Sha256::digest(&payload));
+    bytes.extend_from_slice(&payload);
+    let path = dir.join(name(state.last_lsn));
+    let temp = dir.join(format!("{}.tmp", name(state.last_lsn)));
+    let mut file = std::fs::File::create(&temp).map_err(|e| io("creating a snapshot", e))?;
+    file.write_all(&bytes)
+        .map_err(|e| io("writing a snapshot", e))?;
+    file.sync_all().map_err(|e| io("syncing a snapshot", e))?;
+    std::fs::rename(&temp, &path).map_err(|e| io("renaming a snapshot", e))?;
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| io("syncing the snapshot directory", e))?;
+    prune(dir);
+    Ok(path)
+}
+
+fn list(dir: &Path) -> Vec<(Lsn, PathBuf)> {
+    let mut found: Vec<(Lsn, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((parse_name(&e.file_name().to_string_lossy())?, e.path())))
+        .collect();
+    found.sort();
+    found
+}
+
+fn prune(dir: &Path) {
+    let found = list(dir);
+    for (_, path) in found
+        .iter()
+        .take(found.len().saturating_sub(SNAPSHOTS_KEPT))
+    {
+        let _ = std::fs::remove_file(path);
+    }
+}
+
+/// Reads and checks one snapshot file.
+pub fn read(path: &Path) -> Result<State> {
+    let bytes = std::fs::read(path).map_err(|e| io("reading a snapshot", e))?;
+    let bad = |why: &str| Error::Snapshot(format!("{}: {why}", path.display()));
+    if bytes.len() < HEADER_BYTES || bytes[0..8] != SNAPSHOT_MAGIC {
+        return Err(bad("not a snapshot file"));
+    }
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or([0; 8]));
+    let version = u32::from_le_bytes(bytes[8..12].try_into().unwrap_or([0; 4]));
+    if version != SNAPSHOT_FORMAT_VERSION {
+        return Err(bad("unknown snapshot format version"));
+    }
+    let (lsn, len) = (u64_at(12), u64_at(20) as usize);
+    let payload = &bytes[HEADER_BYTES..];
+    if payload.len() != len || Sha256::digest(payload).as_slice() != &bytes[28..60] {
+        return Err(bad("checksum mismatch"));
+    }
+    let (state, _): (State, usize) =
+        bincode::serde::decode_from_slice(payload, bincode::config::standard())
+            .map_err(|e| bad(&format!("undecodable: {e}")))?;
+    if state.last_lsn != lsn {
+        return Err(bad("LSN in the header differs from the state's"));
+    }
+    Ok(state)
+}
+
+/// The newest valid snapshot whose LSN is at most `max_lsn`; damaged ones are skipped with a
+/// warning.
+pub fn load_latest(dir: &Path, max_lsn: Lsn) -> Option<State> {
+    for (lsn, path) in list(dir).into_iter().rev() {
+        if lsn > max_lsn {
+            tracing::warn!(path = %path.display(), lsn, max_lsn, "snapshot is ahead of the log; ignored");
+            continue;
+        }
+        match read(&path) {
+            Ok(state) => return Some(state),
+            Err(e) => tracing::warn!(error = %e, "ignoring a damaged snapshot"),
+        }
+    }
+    None
+}
+
+/// Recovers the state: starts from the newest valid snapshot in `snapshot_dir` (if any) and
+/// folds the rest of the log while `open` opens it. `open` must hand every record of the log
+/// to the visitor it is given (as [`symphainy_wal::Wal::open_visiting`] does). A snapshot that
+/// turns out to be ahead of the log is discarded and the log replayed from its start.
+pub fn recover<L: Log>(
+    snapshot_dir: Option<&Path>,
+    open: impl FnOnce(&mut dyn FnMut(Lsn, symphainy_wal::RecordMeta, &[u8])) -> Result<L>,
+) -> Result<(L, State)> {
+    let snapshot = snapshot_dir.and_then(|dir| load_latest(dir, Lsn::MAX));
+    let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.last_lsn);
+    let mut replayer = Replayer::from_state(snapshot.unwrap_or_default());
+    let log = open(&mut |lsn, meta, payload| replayer.visit(lsn, meta, payload))?;
+    if log.durable_lsn() < snapshot_lsn {
+        tracing::warn!(
+            snapshot_lsn,
+            log_lsn = log.durable_lsn(),
+            "snapshot is ahead of the log; replaying from the start"
+        );
+        let state = crate::runtime::replay(&log)?;
+        return Ok((log, state));
+    }
+    let (state, applied) = replayer.finish()?;
+    tracing::info!(
+        snapshot_lsn,
+        applied,
+        last_lsn = state.last_lsn,
+        "state recovered"
+    );
+    Ok((log, state))
+}
+
+/// Writes snapshots in the background from its own fold of the durable log.
+#[derive(Debug)]
+pub struct Snapshotter {
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Snapshotter {
+    /// Starts tailing `log` from `state` (the recovered state, or a snapshot), writing into
+    /// `dir` every `every_events` events.
+    pub fn start<L: Log>(log: Arc<L>, state: State, dir: PathBuf, every_events: u64) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("snapshotter".into())
+            .spawn(move || run(log.as_ref(), state, &dir, every_events.max(1), &stopping))
+            .ok();
+        Self { stop, thread }
+    }
+}
+
+impl Drop for Snapshotter {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run<L: Log>(log: &L, state: State, dir: &Path, every_events: u64, stop: &AtomicBool) {
+    let mut written_at = state.last_lsn;
+    let mut cursor = log.cursor(state.last_lsn + 1);
+    let mut replayer = Replayer::from_state(state);
+    while !stop.load(Ordering::SeqCst) {
+        match cursor.visit(64 * 1024, |lsn, meta, payload| {
+            replayer.visit(lsn, meta, payload)
+        }) {
+            Ok(0) => std::thread::sleep(Duration::from_millis(SNAPSHOT_POLL_MS)),
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "snapshotter stopped reading the log");
+                return;
+            }
+        }
+        let lsn = cursor.next_lsn() - 1;
+        if lsn >= written_at + every_events {
+            let (state, _) = match std::mem::take(&mut replayer).finish() {
+                Ok(folded) => folded,
+                Err(e) => {
+                    tracing::warn!(error = %e, "snapshotter stopped: undecodable event");
+                    return;
+                }
+            };
+            match write(dir, &state) {
+                Ok(path) => tracing::info!(path = %path.display(), lsn, "snapshot written"),
+                Err(e) => tracing::warn!(error = %e, "snapshot not written"),
+            }
+            written_at = lsn;
+            replayer = Replayer::from_state(state);
+        }
+    }
+}
