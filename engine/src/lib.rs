@@ -25,6 +25,7 @@ pub mod saga;
 pub mod snapshot;
 pub mod state;
 pub mod testing;
+pub mod view;
 
 pub use error::{Error, Result};
 pub use id::Id;

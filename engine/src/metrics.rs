@@ -14,13 +14,49 @@ pub struct StepFigures {
     pub duration_ms: Histogram,
 }
 
-/// Step figures keyed by (capability, step).
+/// Step figures keyed by (capability, step), and events committed since start by
+/// (tenant, event type).
 #[derive(Debug, Default)]
 pub struct EngineMetrics {
     steps: Mutex<BTreeMap<(String, String), StepFigures>>,
+    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    reads: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
+    /// Counts committed events.
+    pub fn record_events<'a>(&self, events: impl Iterator<Item = (&'a str, &'static str)>) {
+        let mut counts = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        for (tenant, kind) in events {
+            match counts.get_mut(&(tenant.to_string(), kind)) {
+                Some(n) => *n += 1,
+                None => {
+                    counts.insert((tenant.to_string(), kind), 1);
+                }
+            }
+        }
+    }
+
+    /// Events committed since start: (tenant, type, count).
+    pub fn events(&self) -> Vec<(String, &'static str, u64)> {
+        let counts = self.events.lock().unwrap_or_else(|e| e.into_inner());
+        counts
+            .iter()
+            .map(|((t, k), n)| (t.clone(), *k, *n))
+            .collect()
+    }
+
+    /// Counts one read of the state.
+    pub fn record_read(&self) {
+        self.reads
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Reads of the state since start.
+    pub fn reads(&self) -> u64 {
+        self.reads.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Records one finished step attempt.
     pub fn record_step(&self, capability: &str, step: &str, success: bool, duration_ms: u64) {
         let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());

@@ -380,6 +380,11 @@ impl<L: Log> Runtime<L> {
             }
         };
         let first = core.next_lsn;
+        self.metrics.record_events(
+            events
+                .iter()
+                .map(|e| (e.tenant_id.as_str(), e.body.event_type().name())),
+        );
         let count = events.len() as u64;
         for (offset, event) in events.into_iter().enumerate() {
             core.state.apply(first + offset as u64, event);
@@ -437,12 +442,20 @@ impl<L: Log> Runtime<L> {
     /// caller ever sees an event that a crash could still take back.
     pub async fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T> {
         self.check_running()?;
+        self.metrics.record_read();
         let (value, lsn) = {
             let core = lock(&self.core);
             (f(&core.state), core.state.last_lsn)
         };
         self.wait_durable(lsn).await?;
         Ok(value)
+    }
+
+    /// Reads the current state without waiting for durability. For checks that may only
+    /// become stricter with newer events (token validity), never for answers.
+    pub fn peek<T>(&self, f: impl FnOnce(&State) -> T) -> T {
+        let core = lock(&self.core);
+        f(&core.state)
     }
 
     /// The state digest and the LSN it covers (CONTRACT section 8).

@@ -35,6 +35,8 @@ pub struct RecoveryReport {
     pub records: u64,
     /// The last LSN (0 when empty).
     pub last_lsn: Lsn,
+    /// Bytes of frames in the log.
+    pub bytes: u64,
     /// Leftover temporary files removed (writer only).
     pub removed_temp_files: Vec<String>,
     /// A torn tail at the end of the last segment, if there was one.
@@ -169,6 +171,7 @@ pub(crate) fn recover(
             },
         );
         report.records += scan.next_lsn - base;
+        report.bytes += scan.end_offset - SEGMENT_HEADER_BYTES as u64;
         let evidence = find_evidence(
             bytes,
             scan.end_offset,

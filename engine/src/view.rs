@@ -1,0 +1,248 @@
+//! The contract's JSON shapes of engine objects (CONTRACT sections 4 and 5): sessions,
+//! execution status, capabilities and WAL events. The server and `replay-tool dump` both use
+//! these, so the API and the offline tool show the same thing.
+
+use serde_json::{Value, json};
+use symphainy_wal::Lsn;
+
+use crate::event::{CapabilitySpec, Event, EventBody};
+use crate::id::{Id, rfc3339};
+use crate::state::{Execution, Session, State};
+
+/// User JSON stored as a string, parsed back (a string that is not JSON is shown as a string).
+fn raw(json_text: &str) -> Value {
+    serde_json::from_str(json_text).unwrap_or_else(|_| Value::String(json_text.to_string()))
+}
+
+/// A session as the API shows it.
+pub fn session(s: &Session) -> Value {
+    json!({
+        "session_id": s.session_id.to_string(),
+        "tenant_id": s.tenant_id,
+        "user_id": s.user_id,
+        "created_at": rfc3339(s.created_at_ms),
+        "status": if s.closed_at_ms.is_some() { "closed" } else { "open" },
+        "closed_at": s.closed_at_ms.map(rfc3339),
+        "context": raw(&s.context_json),
+        "active_sagas": s.active_sagas.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+/// An execution's status as the API shows it.
+pub fn execution_status(state: &State, e: &Execution) -> Value {
+    let spec = state.capability(&e.capability, e.capability_version);
+    let steps: Vec<Value> = e
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| {
+            json!({
+                "name": spec.and_then(|c| c.steps.get(i)).map_or_else(|| format!("step_{}", i + 1), |st| st.name.clone()),
+                "status": s.status.name(),
+                "attempts": s.attempts,
+                "started_at": s.started_at_ms.map(rfc3339),
+                "finished_at": s.finished_at_ms.map(rfc3339),
+                "duration_ms": s.duration_ms,
+            })
+        })
+        .collect();
+    let mut out = json!({
+        "execution_id": e.execution_id.to_string(),
+        "intent_id": e.intent_id.to_string(),
+        "session_id": e.session_id.to_string(),
+        "tenant_id": e.tenant_id,
+        "intent_type": e.intent_type,
+        "capability": e.capability,
+        "capability_version": e.capability_version,
+        "status": e.status.name(),
+        "steps": steps,
+        "submitted_at": rfc3339(e.submitted_at_ms),
+        "finished_at": e.finished_at_ms.map(rfc3339),
+        "lsn": e.intent_lsn,
+    });
+    if let Some(result) = &e.result_json {
+        out["result"] = raw(result);
+    }
+    if let Some(error) = &e.error {
+        out["error"] = json!({ "code": error.code, "message": error.message, "step": error.step });
+    }
+    out
+}
+
+/// The execution's full record: its status plus the payload, the steps' recorded outputs and
+/// errors, idempotency key and compensation point.
+pub fn execution_record(state: &State, e: &Execution) -> Value {
+    let mut out = execution_status(state, e);
+    out["realm"] = json!(e.realm);
+    out["payload"] = raw(&e.payload_json);
+    out["idempotency_key"] = json!(e.idempotency_key);
+    out["compensating_from_step"] = json!(e.compensating_from);
+    if let Some(steps) = out["steps"].as_array_mut() {
+        for (view, s) in steps.iter_mut().zip(&e.steps) {
+            view["output"] = s.output_json.as_deref().map_or(Value::Null, raw);
+            view["error"] = s.error.as_ref().map_or(
+                Value::Null,
+                |(code, message)| json!({"code": code, "message": message}),
+            );
+            view["retryable"] = json!(s.retryable);
+        }
+    }
+    out
+}
+
+/// A capability as the API shows it.
+pub fn capability(spec: &CapabilitySpec) -> Value {
+    json!({
+        "name": spec.name,
+        "realm": spec.realm,
+        "version": spec.version,
+        "intent_types": spec.intent_types,
+        "inputs": spec.inputs,
+        "outputs": spec.outputs,
+        "deterministic": spec.deterministic,
+        "steps": spec.steps.iter().map(|s| s.name.clone()).collect::<Vec<_>>(),
+    })
+}
+
+/// The event-specific fields of a WAL event.
+pub fn event_data(body: &EventBody) -> Value {
+    let id = |i: &Id| i.to_string();
+    match body {
+        EventBody::TenantCreated => json!({}),
+        EventBody::TokenIssued {
+            token_id,
+            user_id,
+            expires_at_ms,
+        } => {
+            json!({"token_id": id(token_id), "user_id": user_id, "expires_at": rfc3339(*expires_at_ms)})
+        }
+        EventBody::TokenRevoked { token_id } => json!({"token_id": id(token_id)}),
+        EventBody::SessionCreated {
+            user_id,
+            context_json,
+            ..
+        } => json!({"user_id": user_id, "context": raw(context_json)}),
+        EventBody::SessionClosed { .. } => json!({}),
+        EventBody::CapabilityRegistered { spec } => capability(spec),
+        EventBody::IntentReceived {
+            intent_id,
+            intent_type,
+            realm,
+            payload_json,
+            idempotency_key,
+            ..
+        } => json!({
+            "intent_id": id(intent_id), "intent_type": intent_type, "realm": realm,
+            "payload": raw(payload_json), "idempotency_key": idempotency_key,
+        }),
+        EventBody::SagaStarted {
+            capability,
+            capability_version,
+            step_count,
+            ..
+        } => {
+            json!({"capability": capability, "capability_version": capability_version, "step_count": step_count})
+        }
+        EventBody::StepStarted {
+            step_index,
+            attempt,
+            ..
+        } => json!({"step_index": step_index, "attempt": attempt}),
+        EventBody::StepCompleted {
+            step_index,
+            attempt,
+            output_json,
+            duration_ms,
+            ..
+        } => json!({
+            "step_index": step_index, "attempt": attempt, "output": raw(output_json), "duration_ms": duration_ms,
+        }),
+        EventBody::StepFailed {
+            step_index,
+            attempt,
+            code,
+            message,
+            retryable,
+            duration_ms,
+            ..
+        } => json!({
+            "step_index": step_index, "attempt": attempt, "code": code, "message": message,
+            "retryable": retryable, "duration_ms": duration_ms,
+        }),
+        EventBody::StepRetryScheduled {
+            step_index,
+            next_attempt,
+            delay_ms,
+            ..
+        } => {
+            json!({"step_index": step_index, "next_attempt": next_attempt, "delay_ms": delay_ms})
+        }
+        EventBody::CompensationStarted {
+            failed_step_index, ..
+        } => json!({"failed_step_index": failed_step_index}),
+        EventBody::StepCompensated {
+            step_index,
+            duration_ms,
+            ..
+        } => json!({"step_index": step_index, "duration_ms": duration_ms}),
+        EventBody::SagaCompleted { result_json, .. } => json!({"result": raw(result_json)}),
+        EventBody::SagaFailed {
+            code,
+            message,
+            step,
+            ..
+        }
+        | EventBody::SagaCompensated {
+            code,
+            message,
+            step,
+            ..
+        } => {
+            json!({"code": code, "message": message, "step": step})
+        }
+    }
+}
+
+/// A WAL event as the API and `replay-tool dump` show it. `session_id` is the event's own
+/// session or, for saga events, the session of its execution.
+pub fn wal_event(lsn: Lsn, event: &Event, session_id: Option<Id>) -> Value {
+    let mut out = json!({
+        "lsn": lsn,
+        "event_type": event.body.event_type().name(),
+        "tenant_id": event.tenant_id,
+        "timestamp": rfc3339(event.timestamp_ms),
+        "data": event_data(&event.body),
+    });
+    if let Some(session) = event.body.session_id().or(session_id) {
+        out["session_id"] = json!(session.to_string());
+    }
+    if let Some(execution) = event.body.execution_id() {
+        out["execution_id"] = json!(execution.to_string());
+    }
+    out
+}
+
+/// Tracks which session each execution belongs to while scanning the log, so saga events can
+/// be attributed to their session without the live state.
+#[derive(Debug, Default)]
+pub struct SessionIndex {
+    executions: crate::id::IdMap<Id>,
+}
+
+impl SessionIndex {
+    /// Learns from an event; returns the session it belongs to, if any.
+    pub fn observe(&mut self, event: &Event) -> Option<Id> {
+        if let EventBody::IntentReceived {
+            execution_id,
+            session_id,
+            ..
+        } = &event.body
+        {
+            self.executions.insert(*execution_id, *session_id);
+        }
+        event
+            .body
+            .session_id()
+            .or_else(|| self.executions.get(&event.body.execution_id()?).copied())
+    }
+}

@@ -1,0 +1,224 @@
+//! Application state, limits, and the router with its middleware (request ids, the contract's
+//! error body on every non-2xx answer, body limits, load shedding).
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use symphainy_engine::id::Clock;
+use symphainy_engine::{Id, Runtime};
+use symphainy_wal::Wal;
+use tokio::sync::broadcast;
+
+use crate::auth::Keys;
+use crate::error::{AppError, REQUEST_ID, body, code_for};
+use crate::policy::Policy;
+
+/// Every limit of the service; each has a documented default (see `main.rs` flags).
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest request body. Default 1 MiB.
+    pub body_bytes_max: usize,
+    /// Requests per second per tenant (token bucket, burst = 2x). Default 20,000.
+    pub tenant_requests_per_sec: u32,
+    /// Requests served at once; more are refused with 503 `overloaded`. Default 8,192.
+    pub requests_in_flight_max: usize,
+    /// Messages buffered for one WebSocket client before it is closed as too slow. Default 1,024.
+    pub ws_buffer_messages: usize,
+    /// Open WebSocket connections. Default 1,024.
+    pub ws_connections_max: usize,
+    /// Largest `wait_ms` of `/intent/submit`. Fixed by the contract: 30,000.
+    pub wait_ms_max: u64,
+    /// Events in one WAL page (`limit`). Default 1,000.
+    pub wal_page_max: usize,
+    /// Records scanned for one WAL page before answering with what was found. Default 100,000.
+    pub wal_scan_max: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            body_bytes_max: 1024 * 1024,
+            tenant_requests_per_sec: 20_000,
+            requests_in_flight_max: 8_192,
+            ws_buffer_messages: 1_024,
+            ws_connections_max: 1_024,
+            wait_ms_max: 30_000,
+            wal_page_max: 1_000,
+            wal_scan_max: 100_000,
+        }
+    }
+}
+
+/// What every handler can reach.
+pub struct AppState {
+    pub runtime: Arc<Runtime<Wal>>,
+    pub wal: Arc<Wal>,
+    pub keys: Keys,
+    pub limits: Limits,
+    pub policy: Policy,
+    pub clock: Arc<dyn Clock>,
+    pub rate: DefaultKeyedRateLimiter<String>,
+    /// Token ids revoked since start; open WebSockets using them close.
+    pub revocations: broadcast::Sender<Id>,
+    pub ready: AtomicBool,
+    pub started_at: Instant,
+    pub in_flight: AtomicUsize,
+    pub ws_connections: AtomicUsize,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("limits", &self.limits)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    pub fn new(
+        runtime: Arc<Runtime<Wal>>,
+        wal: Arc<Wal>,
+        keys: Keys,
+        limits: Limits,
+        policy: Policy,
+        clock: Arc<dyn Clock>,
+    ) -> Self {
+        let per_sec =
+            NonZeroU32::new(limits.tenant_requests_per_sec.max(1)).unwrap_or(NonZeroU32::MIN);
+        let burst = per_sec.saturating_mul(NonZeroU32::new(2).unwrap_or(NonZeroU32::MIN));
+        let quota = Quota::per_second(per_sec).allow_burst(burst);
+        Self {
+            runtime,
+            wal,
+            keys,
+            limits,
+            policy,
+            clock,
+            rate: DefaultKeyedRateLimiter::keyed(quota),
+            revocations: broadcast::channel(1024).0,
+            ready: AtomicBool::new(true),
+            started_at: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            ws_connections: AtomicUsize::new(0),
+        }
+    }
+
+    /// Now, from the edge clock.
+    pub fn clock_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Charges one request to a tenant's rate; 429 with Retry-After beyond it.
+    pub fn rate_limit(&self, tenant_id: &str) -> Result<(), AppError> {
+        match self.rate.check_key(&tenant_id.to_string()) {
+            Ok(()) => Ok(()),
+            Err(not_until) => {
+                let wait = not_until.wait_time_from(governor::clock::Clock::now(
+                    &governor::clock::DefaultClock::default(),
+                ));
+                Err(AppError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "rate_limited",
+                    "request rate limit reached",
+                )
+                .retry_after(wait.as_secs() + 1))
+            }
+        }
+    }
+}
+
+/// Gives every request an id (header `x-request-id` in and out) and makes it available to
+/// error bodies and logs.
+async fn request_id(request: Request, next: Next) -> Response {
+    let id = request
+        .headers()
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map_or_else(|| ulid::Ulid::new().to_string(), str::to_string);
+    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert("x-request-id", value);
+    }
+    response
+}
+
+/// Rewrites any non-2xx answer that is not already the contract's JSON error (axum's own
+/// rejections, 404/405 fallbacks, body limits) into it, keeping the status.
+async fn contract_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if status.is_success() || status.is_informational() || status.is_redirection() || is_json {
+        return response;
+    }
+    if status == StatusCode::SWITCHING_PROTOCOLS {
+        return response;
+    }
+    let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+    let message = match status.as_u16() {
+        404 => "no such resource".to_string(),
+        405 => "method not allowed on this path".to_string(),
+        413 => "request body too large".to_string(),
+        _ => status.canonical_reason().unwrap_or("error").to_string(),
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.remove(header::CONTENT_LENGTH);
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    let mut value = body(code_for(status), &message);
+    value["error"]["request_id"] = serde_json::Value::String(id);
+    Response::from_parts(parts, Body::from(value.to_string()))
+}
+
+/// Refuses requests beyond `requests_in_flight_max` with 503 instead of queueing them.
+async fn shed_load(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let before = state.in_flight.fetch_add(1, Ordering::SeqCst);
+    let response = if before >= state.limits.requests_in_flight_max {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight",
+        )
+        .retry_after(1)
+        .into_response()
+    } else {
+        next.run(request).await
+    };
+    state.in_flight.fetch_sub(1, Ordering::SeqCst);
+    response
+}
+
+/// The full application: every route of the table plus middleware.
+pub fn app(state: Arc<AppState>) -> Router {
+    let body_limit = state.limits.body_bytes_max;
+    crate::routes::router()
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn(contract_errors))
+        .layer(middleware::from_fn(request_id))
+        .layer(tower_http::catch_panic::CatchPanicLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// How long graceful shutdown waits for in-flight requests.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);

@@ -1,0 +1,170 @@
+//! `symphainy-server`: the runtime service — the experience plane. It is the only crate that
+//! knows HTTP and JSON: it authenticates callers, turns requests into runtime commands and
+//! reads projections; it runs no business logic.
+
+pub mod app;
+pub mod auth;
+pub mod error;
+pub mod metrics;
+pub mod openapi;
+pub mod policy;
+pub mod routes;
+pub mod ws;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context;
+use symphainy_engine::id::{SystemClock, UlidSource};
+use symphainy_engine::{Runtime, RuntimeConfig, default_registry, snapshot};
+use symphainy_wal::{Config as WalConfig, RealFs, Wal};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::app::{AppState, Limits};
+use crate::auth::Keys;
+use crate::policy::Policy;
+
+/// Default snapshot interval, in events.
+pub const SNAPSHOT_EVERY_EVENTS_DEFAULT: u64 = 1_000_000;
+
+/// How to run a server.
+#[derive(Clone, Debug)]
+pub struct ServerConfig {
+    pub data_dir: PathBuf,
+    pub listen: SocketAddr,
+    pub redis_url: Option<String>,
+    pub admin_token: Option<String>,
+    pub limits: Limits,
+    pub policy: Policy,
+    pub runtime: RuntimeConfig,
+    pub wal: WalConfig,
+    /// Snapshot every this many events; 0 disables snapshots.
+    pub snapshot_every_events: u64,
+}
+
+impl ServerConfig {
+    /// Embedded defaults with the given data directory and listen address.
+    pub fn new(data_dir: PathBuf, listen: SocketAddr) -> Self {
+        Self {
+            data_dir,
+            listen,
+            redis_url: None,
+            admin_token: None,
+            limits: Limits::default(),
+            policy: Policy::default(),
+            runtime: RuntimeConfig::default(),
+            wal: WalConfig::default(),
+            snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+        }
+    }
+}
+
+/// A server that is serving.
+#[derive(Debug)]
+pub struct Running {
+    /// The address it listens on (the real port when 0 was asked for).
+    pub addr: SocketAddr,
+    /// The admin token.
+    pub admin_token: String,
+    /// Where the admin token is stored (None when given on the command line).
+    pub admin_token_file: Option<PathBuf>,
+    pub state: Arc<AppState>,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: JoinHandle<std::io::Result<()>>,
+    _snapshotter: Option<snapshot::Snapshotter>,
+}
+
+impl Running {
+    /// Stops accepting, lets in-flight requests finish (bounded), and returns.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(signal) = self.shutdown.take() {
+            let _ = signal.send(());
+        }
+        match tokio::time::timeout(app::SHUTDOWN_GRACE, &mut self.task).await {
+            Ok(joined) => joined.context("server task")?.context("serving")?,
+            Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
+        }
+        Ok(())
+    }
+}
+
+/// Recovers the data directory and starts serving.
+pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
+    let data_dir = config.data_dir.clone();
+    std::fs::create_dir_all(&data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
+    let given_token = config.admin_token.is_some();
+    let (keys, admin_token) = Keys::load(&data_dir, config.admin_token.clone())?;
+    let wal_dir = data_dir.join("wal");
+    let snapshot_dir = data_dir.join("snapshots");
+    let wal_config = config.wal.clone();
+    let (wal, state) = tokio::task::spawn_blocking({
+        let (wal_dir, snapshot_dir) = (wal_dir.clone(), snapshot_dir.clone());
+        move || {
+            snapshot::recover(Some(&snapshot_dir), |visit| {
+                Ok(Wal::open_visiting(
+                    Arc::new(RealFs),
+                    &wal_dir,
+                    wal_config,
+                    |l, m, p| visit(l, m, p),
+                )?)
+            })
+        }
+    })
+    .await
+    .context("recovery task")?
+    .with_context(|| format!("recovering {}", wal_dir.display()))?;
+    let wal = Arc::new(wal);
+    let snapshotter = (config.snapshot_every_events > 0).then(|| {
+        snapshot::Snapshotter::start(
+            wal.clone(),
+            state.clone(),
+            snapshot_dir,
+            config.snapshot_every_events,
+        )
+    });
+    let registry = Arc::new(default_registry().context("registering capabilities")?);
+    let clock = Arc::new(SystemClock);
+    let runtime = Runtime::start_with_state(
+        wal.clone(),
+        state,
+        registry,
+        clock.clone(),
+        Arc::new(UlidSource::default()),
+        config.runtime.clone(),
+    )
+    .await
+    .context("starting the runtime")?;
+    let state = Arc::new(AppState::new(
+        runtime,
+        wal,
+        keys,
+        config.limits.clone(),
+        config.policy,
+        clock,
+    ));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    let (shutdown, stop) = oneshot::channel::<()>();
+    let router = app::app(state.clone());
+    let task = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(async {
+                let _ = stop.await;
+            })
+            .await
+    });
+    Ok(Running {
+        addr,
+        admin_token,
+        admin_token_file: (!given_token).then(|| data_dir.join("admin.token")),
+        state,
+        shutdown: Some(shutdown),
+        task,
+        _snapshotter: snapshotter,
+    })
+}

@@ -1,0 +1,195 @@
+//! Metrics (CONTRACT section 7): `/runtime/metrics` as JSON (admin: everything; tenant: its
+//! own execution, step and event counts, node-wide WAL figures) and `/metrics` in the
+//! Prometheus text format (no token, no tenant labels). Both are built from one snapshot.
+//!
+//! The state surface today is the runtime's in-memory fold: `state.ops.get` counts reads,
+//! `set` counts applied events, `delete` is 0 (nothing is deleted), `state.keys` counts
+//! tenants, sessions and executions.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use symphainy_wal::Log;
+
+use crate::app::AppState;
+use crate::auth::Principal;
+use crate::error::AppError;
+use crate::policy::Action;
+
+/// The figures, filtered to `tenant` when given.
+pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
+    let stats = state.wal.stats();
+    let report = state.wal.recovery_report();
+    let uptime = state.started_at.elapsed().as_secs_f64().max(0.001);
+    let appended_bytes = stats.bytes.load(Ordering::Relaxed);
+    let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
+    let mut applied = 0;
+    for (t, kind, n) in state.runtime.metrics().events() {
+        if tenant.is_none_or(|want| want == t) {
+            *by_type.entry(kind).or_default() += n;
+        }
+        applied += n;
+    }
+    let mut steps = serde_json::Map::new();
+    for (capability, step, count, success, failure, p50, p99) in state.runtime.metrics().steps() {
+        steps.insert(
+            format!("{capability}/{step}"),
+            json!({"count": count, "success": success, "failure": failure, "p50_ms": p50, "p99_ms": p99}),
+        );
+    }
+    let (by_status, keys) = state.runtime.peek(|s| {
+        let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for e in s
+            .executions
+            .values()
+            .filter(|e| tenant.is_none_or(|t| t == e.tenant_id))
+        {
+            *by_status.entry(e.status.name()).or_default() += 1;
+        }
+        (
+            by_status,
+            s.tenants.len() + s.sessions.len() + s.executions.len(),
+        )
+    });
+    let durable = state.wal.durable_lsn();
+    json!({
+        "wal": {
+            "events_by_type": by_type,
+            "bytes": report.bytes + appended_bytes,
+            "segments": state.wal.catalog().segment_list().len(),
+            "growth_bytes_per_sec": appended_bytes as f64 / uptime,
+            "fsync_p50_us": stats.fsync_us.quantile(0.5),
+            "fsync_p99_us": stats.fsync_us.quantile(0.99),
+            "batch_size_avg": stats.batch_size_avg(),
+            "append_p99_us": stats.append_us.quantile(0.99),
+            "durable_lsn": durable,
+        },
+        "saga": { "steps": if tenant.is_some() { json!({}) } else { Value::Object(steps) } },
+        "executions_by_status": by_status,
+        "state": {
+            "ops": { "get": state.runtime.metrics().reads(), "set": applied, "delete": 0 },
+            "keys": keys,
+        },
+        "projections": {
+            "runtime_state": { "applied_lsn": durable, "lag_events": 0 },
+        },
+    })
+}
+
+pub async fn json(
+    State(state): State<Arc<AppState>>,
+    principal: Principal,
+) -> Result<Response, AppError> {
+    state.policy.check(&principal, Action::ReadNode)?;
+    let tenant = match &principal {
+        Principal::Admin => None,
+        Principal::Tenant(t) => Some(t.tenant_id.clone()),
+    };
+    Ok(axum::Json(snapshot(&state, tenant.as_deref())).into_response())
+}
+
+fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
+    let _ = writeln!(out, "symphainy_{name}{labels} {value}");
+}
+
+pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
+    let v = snapshot(&state, None);
+    let mut out = String::new();
+    let wal = &v["wal"];
+    for (name, key) in [
+        ("wal_bytes", "bytes"),
+        ("wal_segments", "segments"),
+        ("wal_growth_bytes_per_sec", "growth_bytes_per_sec"),
+        ("wal_fsync_p50_us", "fsync_p50_us"),
+        ("wal_fsync_p99_us", "fsync_p99_us"),
+        ("wal_batch_size_avg", "batch_size_avg"),
+        ("wal_durable_lsn", "durable_lsn"),
+    ] {
+        let _ = writeln!(out, "# TYPE symphainy_{name} gauge");
+        line(&mut out, name, "", &wal[key]);
+    }
+    let _ = writeln!(out, "# TYPE symphainy_wal_events_total counter");
+    for (kind, n) in wal["events_by_type"].as_object().into_iter().flatten() {
+        line(
+            &mut out,
+            "wal_events_total",
+            &format!("{{type=\"{kind}\"}}"),
+            n,
+        );
+    }
+    let _ = writeln!(out, "# TYPE symphainy_saga_steps_total counter");
+    for (key, s) in v["saga"]["steps"].as_object().into_iter().flatten() {
+        let (capability, step) = key.split_once('/').unwrap_or((key, ""));
+        let labels = format!("{{capability=\"{capability}\",step=\"{step}\"");
+        line(
+            &mut out,
+            "saga_steps_total",
+            &format!("{labels},outcome=\"success\"}}"),
+            &s["success"],
+        );
+        line(
+            &mut out,
+            "saga_steps_total",
+            &format!("{labels},outcome=\"failure\"}}"),
+            &s["failure"],
+        );
+        line(
+            &mut out,
+            "saga_step_p50_ms",
+            &format!("{labels}}}"),
+            &s["p50_ms"],
+        );
+        line(
+            &mut out,
+            "saga_step_p99_ms",
+            &format!("{labels}}}"),
+            &s["p99_ms"],
+        );
+    }
+    let _ = writeln!(out, "# TYPE symphainy_executions gauge");
+    for (status, n) in v["executions_by_status"].as_object().into_iter().flatten() {
+        line(
+            &mut out,
+            "executions",
+            &format!("{{status=\"{status}\"}}"),
+            n,
+        );
+    }
+    let _ = writeln!(out, "# TYPE symphainy_state_ops_total counter");
+    for op in ["get", "set", "delete"] {
+        line(
+            &mut out,
+            "state_ops_total",
+            &format!("{{op=\"{op}\"}}"),
+            &v["state"]["ops"][op],
+        );
+    }
+    line(&mut out, "state_keys", "", &v["state"]["keys"]);
+    for (name, p) in v["projections"].as_object().into_iter().flatten() {
+        line(
+            &mut out,
+            "projection_applied_lsn",
+            &format!("{{projection=\"{name}\"}}"),
+            &p["applied_lsn"],
+        );
+        line(
+            &mut out,
+            "projection_lag_events",
+            &format!("{{projection=\"{name}\"}}"),
+            &p["lag_events"],
+        );
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        out,
+    )
+        .into_response()
+}

@@ -1,0 +1,689 @@
+//! The route table and the HTTP handlers. The table is the single source of the router, of
+//! `/openapi.json`, and of the cross-tenant test matrix: a route cannot be added to one and
+//! forgotten in the others.
+//!
+//! Handlers only translate: parse and check the request, call the runtime, shape the answer.
+//! No business logic lives here.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodRouter, get, post};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::{Value, json};
+use symphainy_engine::event::Event;
+use symphainy_engine::id::rfc3339;
+use symphainy_engine::view::{self, SessionIndex};
+use symphainy_engine::{Id, SubmitIntent, codec};
+use symphainy_wal::Log;
+
+use crate::app::AppState;
+use crate::auth::{AdminPrincipal, Principal, TenantPrincipal};
+use crate::error::AppError;
+use crate::policy::Action;
+
+type Shared = State<Arc<AppState>>;
+
+/// Who may call a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    /// No token.
+    Public,
+    /// A tenant token.
+    Tenant,
+    /// The admin token.
+    Admin,
+    /// The admin token or a tenant token.
+    AdminOrTenant,
+}
+
+/// One route of the API.
+#[derive(Clone, Copy, Debug)]
+pub struct RouteSpec {
+    pub method: &'static str,
+    pub path: &'static str,
+    pub access: Access,
+    pub summary: &'static str,
+    /// Status of a successful answer.
+    pub ok: u16,
+}
+
+const fn route(
+    method: &'static str,
+    path: &'static str,
+    access: Access,
+    summary: &'static str,
+    ok: u16,
+) -> RouteSpec {
+    RouteSpec {
+        method,
+        path,
+        access,
+        summary,
+        ok,
+    }
+}
+
+/// Every route the server serves.
+pub const ROUTES: &[RouteSpec] = &[
+    route("GET", "/health", Access::Public, "Liveness", 200),
+    route(
+        "GET",
+        "/ready",
+        Access::Public,
+        "Readiness (recovery finished)",
+        200,
+    ),
+    route(
+        "POST",
+        "/admin/tenants",
+        Access::Admin,
+        "Create a tenant",
+        201,
+    ),
+    route("GET", "/admin/tenants", Access::Admin, "List tenants", 200),
+    route(
+        "POST",
+        "/admin/tokens",
+        Access::Admin,
+        "Issue a tenant token",
+        201,
+    ),
+    route(
+        "POST",
+        "/admin/tokens/{token_id}/revoke",
+        Access::Admin,
+        "Revoke a token",
+        204,
+    ),
+    route(
+        "POST",
+        "/session/create",
+        Access::Tenant,
+        "Open a session",
+        201,
+    ),
+    route(
+        "GET",
+        "/session/{session_id}",
+        Access::Tenant,
+        "Read a session",
+        200,
+    ),
+    route(
+        "POST",
+        "/session/{session_id}/close",
+        Access::Tenant,
+        "Close a session",
+        200,
+    ),
+    route(
+        "POST",
+        "/intent/submit",
+        Access::Tenant,
+        "Submit an intent (202, or 200 with wait_ms)",
+        202,
+    ),
+    route(
+        "GET",
+        "/execution/{execution_id}/status",
+        Access::Tenant,
+        "Execution status",
+        200,
+    ),
+    route(
+        "GET",
+        "/runtime/state/{execution_id}",
+        Access::Tenant,
+        "The execution's full record",
+        200,
+    ),
+    route(
+        "GET",
+        "/runtime/wal/{session_id}",
+        Access::Tenant,
+        "A session's WAL events in LSN order",
+        200,
+    ),
+    route(
+        "GET",
+        "/runtime/metrics",
+        Access::AdminOrTenant,
+        "Metrics as JSON",
+        200,
+    ),
+    route(
+        "GET",
+        "/metrics",
+        Access::Public,
+        "Metrics in Prometheus text format",
+        200,
+    ),
+    route(
+        "GET",
+        "/runtime/digest",
+        Access::Admin,
+        "State digest at the durable LSN",
+        200,
+    ),
+    route(
+        "GET",
+        "/curator/capabilities",
+        Access::AdminOrTenant,
+        "Registered capabilities",
+        200,
+    ),
+    route(
+        "GET",
+        "/openapi.json",
+        Access::Public,
+        "This API's OpenAPI document",
+        200,
+    ),
+    route(
+        "GET",
+        "/ws",
+        Access::Tenant,
+        "WebSocket: subscribe to sessions, submit intents",
+        101,
+    ),
+];
+
+fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
+    match (spec.method, spec.path) {
+        ("GET", "/health") | ("GET", "/ready") => get(health),
+        ("POST", "/admin/tenants") => post(create_tenant),
+        ("GET", "/admin/tenants") => get(list_tenants),
+        ("POST", "/admin/tokens") => post(issue_token),
+        ("POST", "/admin/tokens/{token_id}/revoke") => post(revoke_token),
+        ("POST", "/session/create") => post(create_session),
+        ("GET", "/session/{session_id}") => get(get_session),
+        ("POST", "/session/{session_id}/close") => post(close_session),
+        ("POST", "/intent/submit") => post(submit_intent),
+        ("GET", "/execution/{execution_id}/status") => get(execution_status),
+        ("GET", "/runtime/state/{execution_id}") => get(execution_record),
+        ("GET", "/runtime/wal/{session_id}") => get(wal_slice),
+        ("GET", "/runtime/metrics") => get(crate::metrics::json),
+        ("GET", "/metrics") => get(crate::metrics::prometheus),
+        ("GET", "/runtime/digest") => get(digest),
+        ("GET", "/curator/capabilities") => get(capabilities),
+        ("GET", "/openapi.json") => get(openapi),
+        ("GET", "/ws") => get(crate::ws::upgrade),
+        _ => get(unrouted),
+    }
+}
+
+/// The router of every route in [`ROUTES`], with JSON 404 and 405 answers.
+pub fn router() -> Router<Arc<AppState>> {
+    let mut by_path: Vec<(&str, MethodRouter<Arc<AppState>>)> = Vec::new();
+    for spec in ROUTES {
+        let method_router = handler(spec);
+        match by_path.iter_mut().find(|(p, _)| *p == spec.path) {
+            Some((_, existing)) => *existing = std::mem::take(existing).merge(method_router),
+            None => by_path.push((spec.path, method_router)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, method_router) in by_path {
+        router = router.route(path, method_router);
+    }
+    router.fallback(|| async { AppError::not_found() })
+}
+
+async fn unrouted() -> AppError {
+    AppError::internal("a route of the table has no handler")
+}
+
+/// A JSON body parsed whatever its content type; errors map to the contract's codes.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for ApiJson<T> {
+    type Rejection = AppError;
+    async fn from_request(request: axum::extract::Request, state: &S) -> Result<Self, AppError> {
+        let bytes = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::new(
+                        StatusCode::PAYLOAD_TOO_LARGE,
+                        "payload_too_large",
+                        "request body too large",
+                    )
+                } else {
+                    AppError::bad_request(rejection.body_text())
+                }
+            })?;
+        serde_json::from_slice(&bytes)
+            .map(ApiJson)
+            .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))
+    }
+}
+
+fn parse_id(raw: &str) -> Result<Id, AppError> {
+    // A malformed id names no resource: answer as for an unknown one.
+    raw.parse().map_err(|_| AppError::not_found())
+}
+
+/// Refuses a body `tenant_id` that is malformed (400) or not the token's (403).
+fn check_body_tenant(principal: &TenantPrincipal, tenant_id: Option<&str>) -> Result<(), AppError> {
+    match tenant_id {
+        None => Ok(()),
+        Some(t) if !symphainy_engine::runtime::valid_tenant_id(t) => {
+            Err(AppError::from(symphainy_engine::Error::InvalidTenantId))
+        }
+        Some(t) if t != principal.tenant_id => Err(AppError::forbidden(
+            "tenant_mismatch",
+            "tenant_id differs from the token's tenant",
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
+fn tenant_access(state: &AppState, principal: &TenantPrincipal) -> Result<(), AppError> {
+    state.policy.check(
+        &Principal::Tenant(principal.clone()),
+        Action::TenantResource,
+    )
+}
+
+async fn health(State(state): Shared) -> Response {
+    if state.runtime.stopped_reason().is_some() {
+        return AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the runtime stopped",
+        )
+        .into_response();
+    }
+    axum::Json(json!({ "status": "ok" })).into_response()
+}
+
+#[derive(Deserialize)]
+struct CreateTenant {
+    tenant_id: String,
+}
+
+async fn create_tenant(
+    State(state): Shared,
+    _: AdminPrincipal,
+    ApiJson(body): ApiJson<CreateTenant>,
+) -> Result<Response, AppError> {
+    let created = state.runtime.create_tenant(&body.tenant_id).await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({ "tenant_id": body.tenant_id, "created_at": rfc3339(created) })),
+    )
+        .into_response())
+}
+
+async fn list_tenants(State(state): Shared, _: AdminPrincipal) -> Result<Response, AppError> {
+    let tenants = state
+        .runtime
+        .read(|s| {
+            s.tenants
+                .iter()
+                .map(|(id, t)| json!({ "tenant_id": id, "created_at": rfc3339(t.created_at_ms), "open_sessions": t.sessions_open }))
+                .collect::<Vec<_>>()
+        })
+        .await?;
+    Ok(axum::Json(json!({ "tenants": tenants })).into_response())
+}
+
+/// Default lifetime of an issued token when the request gives none: one hour.
+pub const TOKEN_TTL_SECONDS_DEFAULT: u64 = 3600;
+
+#[derive(Deserialize)]
+struct IssueToken {
+    tenant_id: String,
+    user_id: String,
+    ttl_seconds: Option<u64>,
+}
+
+async fn issue_token(
+    State(state): Shared,
+    _: AdminPrincipal,
+    ApiJson(body): ApiJson<IssueToken>,
+) -> Result<Response, AppError> {
+    if !symphainy_engine::runtime::valid_tenant_id(&body.tenant_id) {
+        return Err(symphainy_engine::Error::InvalidTenantId.into());
+    }
+    let ttl = body.ttl_seconds.unwrap_or(TOKEN_TTL_SECONDS_DEFAULT);
+    let issued = state
+        .runtime
+        .issue_token(&body.tenant_id, &body.user_id, ttl)
+        .await?;
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(json!({
+            "token": state.keys.tenant_token(issued.token_id),
+            "token_id": issued.token_id.to_string(),
+            "tenant_id": issued.tenant_id,
+            "user_id": issued.user_id,
+            "expires_at": rfc3339(issued.expires_at_ms),
+        })),
+    )
+        .into_response())
+}
+
+async fn revoke_token(
+    State(state): Shared,
+    _: AdminPrincipal,
+    Path(token_id): Path<String>,
+) -> Result<Response, AppError> {
+    let token_id = parse_id(&token_id)?;
+    state.runtime.revoke_token(token_id).await?;
+    let _ = state.revocations.send(token_id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+#[derive(Deserialize, Default)]
+struct CreateSession {
+    user_id: Option<String>,
+    tenant_id: Option<String>,
+    #[serde(default)]
+    context: Option<Value>,
+}
+
+async fn create_session(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    ApiJson(body): ApiJson<CreateSession>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    check_body_tenant(&principal, body.tenant_id.as_deref())?;
+    let context = body.context.unwrap_or_else(|| json!({}));
+    if !context.is_object() {
+        return Err(AppError::bad_request("context must be a JSON object"));
+    }
+    let user = body.user_id.unwrap_or_else(|| principal.user_id.clone());
+    let session = state
+        .runtime
+        .create_session(&principal.tenant_id, &user, context.to_string())
+        .await?;
+    Ok((StatusCode::CREATED, axum::Json(view::session(&session))).into_response())
+}
+
+async fn get_session(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let session = state
+        .runtime
+        .session(&principal.tenant_id, parse_id(&id)?)
+        .await?;
+    Ok(axum::Json(view::session(&session)).into_response())
+}
+
+async fn close_session(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let session = state
+        .runtime
+        .close_session(&principal.tenant_id, parse_id(&id)?)
+        .await?;
+    Ok(axum::Json(view::session(&session)).into_response())
+}
+
+/// An intent as the API takes it.
+#[derive(Deserialize, Debug)]
+pub struct IntentBody {
+    pub intent_type: String,
+    pub realm: Option<String>,
+    pub session_id: String,
+    pub tenant_id: Option<String>,
+    #[serde(default)]
+    pub payload: Option<Value>,
+    pub idempotency_key: Option<String>,
+}
+
+impl IntentBody {
+    /// Checks the intent against its caller and turns it into the runtime's command.
+    pub fn into_command(self, principal: &TenantPrincipal) -> Result<SubmitIntent, AppError> {
+        check_body_tenant(principal, self.tenant_id.as_deref())?;
+        let payload = self.payload.unwrap_or_else(|| json!({}));
+        if !payload.is_object() {
+            return Err(AppError::bad_request("payload must be a JSON object"));
+        }
+        Ok(SubmitIntent {
+            tenant_id: principal.tenant_id.clone(),
+            session_id: parse_id(&self.session_id)?,
+            intent_type: self.intent_type,
+            realm: self.realm,
+            payload,
+            idempotency_key: self.idempotency_key,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait_ms: Option<u64>,
+}
+
+async fn submit_intent(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Query(query): Query<WaitQuery>,
+    ApiJson(body): ApiJson<IntentBody>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    if query.wait_ms.is_some_and(|w| w > state.limits.wait_ms_max) {
+        return Err(AppError::bad_request(format!(
+            "wait_ms must be at most {}",
+            state.limits.wait_ms_max
+        )));
+    }
+    let command = body.into_command(&principal)?;
+    let submitted = state.runtime.submit_intent(command).await?;
+    if let Some(wait_ms) = query.wait_ms.filter(|w| *w > 0) {
+        let tenant = &principal.tenant_id;
+        if state
+            .runtime
+            .wait_finished(
+                tenant,
+                submitted.execution_id,
+                Duration::from_millis(wait_ms),
+            )
+            .await?
+        {
+            let status = state
+                .runtime
+                .read(|s| {
+                    s.execution_of(tenant, submitted.execution_id)
+                        .map(|e| view::execution_status(s, e))
+                })
+                .await?
+                .ok_or_else(AppError::not_found)?;
+            return Ok((StatusCode::OK, axum::Json(status)).into_response());
+        }
+    }
+    let status = if submitted.duplicate {
+        StatusCode::OK
+    } else {
+        StatusCode::ACCEPTED
+    };
+    let answer = json!({
+        "execution_id": submitted.execution_id.to_string(),
+        "intent_id": submitted.intent_id.to_string(),
+        "status": "accepted",
+        "lsn": submitted.lsn,
+    });
+    Ok((status, axum::Json(answer)).into_response())
+}
+
+async fn execution_status(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let id = parse_id(&id)?;
+    let tenant = principal.tenant_id.clone();
+    let status = state
+        .runtime
+        .read(move |s| {
+            s.execution_of(&tenant, id)
+                .map(|e| view::execution_status(s, e))
+        })
+        .await?;
+    status
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(AppError::not_found)
+}
+
+async fn execution_record(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let id = parse_id(&id)?;
+    let tenant = principal.tenant_id.clone();
+    let record = state
+        .runtime
+        .read(move |s| {
+            s.execution_of(&tenant, id)
+                .map(|e| view::execution_record(s, e))
+        })
+        .await?;
+    record
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(AppError::not_found)
+}
+
+#[derive(Deserialize)]
+struct WalQuery {
+    from_lsn: Option<u64>,
+    limit: Option<usize>,
+}
+
+/// One page of a session's events: the matching events and the LSN to continue from.
+pub fn session_events(
+    state: &AppState,
+    tenant_id: &str,
+    session_id: Id,
+    from_lsn: u64,
+    limit: usize,
+) -> Result<(Vec<Value>, u64), AppError> {
+    let mut cursor = state.wal.cursor(from_lsn.max(1));
+    let mut index = SessionIndex::default();
+    let mut events = Vec::new();
+    let mut scanned = 0usize;
+    let mut failure = None;
+    while events.len() < limit && scanned < state.limits.wal_scan_max {
+        let seen = cursor
+            .visit(
+                1024.min(state.limits.wal_scan_max - scanned),
+                |lsn, meta, payload| {
+                    if events.len() >= limit || failure.is_some() {
+                        return;
+                    }
+                    match codec::decode(meta, payload) {
+                        Ok(event) => {
+                            if let Some(value) =
+                                session_event(state, &mut index, lsn, &event, tenant_id, session_id)
+                            {
+                                events.push(value);
+                            }
+                        }
+                        Err(e) => failure = Some(e),
+                    }
+                },
+            )
+            .map_err(AppError::internal)?;
+        if let Some(e) = failure {
+            return Err(AppError::internal(e));
+        }
+        if seen == 0 {
+            break;
+        }
+        scanned += seen;
+    }
+    let next_lsn = match events.len() {
+        n if n >= limit => events
+            .last()
+            .and_then(|e| e["lsn"].as_u64())
+            .map_or(cursor.next_lsn(), |l| l + 1),
+        _ => cursor.next_lsn(),
+    };
+    Ok((events, next_lsn))
+}
+
+/// The JSON of `event` when it belongs to the tenant's session, else `None`.
+pub fn session_event(
+    state: &AppState,
+    index: &mut SessionIndex,
+    lsn: u64,
+    event: &Event,
+    tenant_id: &str,
+    session_id: Id,
+) -> Option<Value> {
+    if event.tenant_id != tenant_id {
+        return None;
+    }
+    let session = index.observe(event).or_else(|| {
+        let execution = event.body.execution_id()?;
+        state
+            .runtime
+            .peek(|s| s.executions.get(&execution).map(|e| e.session_id))
+    })?;
+    (session == session_id).then(|| view::wal_event(lsn, event, Some(session)))
+}
+
+async fn wal_slice(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+    Query(query): Query<WalQuery>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let session_id = parse_id(&id)?;
+    state
+        .runtime
+        .session(&principal.tenant_id, session_id)
+        .await?;
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .clamp(1, state.limits.wal_page_max);
+    let from = query.from_lsn.unwrap_or(1);
+    let app = state.clone();
+    let tenant = principal.tenant_id.clone();
+    let (events, next_lsn) =
+        tokio::task::spawn_blocking(move || session_events(&app, &tenant, session_id, from, limit))
+            .await
+            .map_err(AppError::internal)??;
+    Ok(axum::Json(json!({ "events": events, "next_lsn": next_lsn })).into_response())
+}
+
+async fn digest(State(state): Shared, _: AdminPrincipal) -> Result<Response, AppError> {
+    let (lsn, digest) = state.runtime.digest().await?;
+    Ok(axum::Json(json!({ "lsn": lsn, "digest": digest })).into_response())
+}
+
+async fn capabilities(State(state): Shared, principal: Principal) -> Result<Response, AppError> {
+    state.policy.check(&principal, Action::ReadNode)?;
+    let list: Vec<Value> = state
+        .runtime
+        .registry()
+        .capabilities()
+        .map(view::capability)
+        .collect();
+    Ok(axum::Json(json!({ "capabilities": list })).into_response())
+}
+
+async fn openapi() -> Response {
+    axum::Json(crate::openapi::document()).into_response()
+}
