@@ -25,7 +25,26 @@ pub async fn run_all<L: Log>(log: &L) {
     appends_are_dense_and_ordered(log).await;
     reads_from_any_lsn(log);
     subscribe_wakes(log).await;
+    cursor_follows_later_appends(log).await;
     empty_batches_are_refused(log).await;
+}
+
+/// A cursor that caught up keeps returning new records as they become durable (it must not
+/// serve bytes it read before they were written).
+async fn cursor_follows_later_appends<L: Log>(log: &L) {
+    let start = log.durable_lsn() + 1;
+    let mut cursor = log.cursor(start);
+    assert!(cursor.next_batch(10).expect("caught up").is_empty());
+    for round in 0..5u64 {
+        let lsn = log
+            .append(vec![record(start + round)])
+            .await
+            .expect("append")
+            .first;
+        let got = cursor.next_batch(10).expect("read after append");
+        assert_eq!(got.len(), 1, "round {round}: the cursor missed LSN {lsn}");
+        assert_eq!(got[0].lsn, lsn);
+    }
 }
 
 async fn appends_are_dense_and_ordered<L: Log>(log: &L) {

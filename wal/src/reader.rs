@@ -34,9 +34,24 @@ struct OpenSegment {
     expected_lsn: Lsn,
     buf: Vec<u8>,
     buf_start: u64,
+    /// The buffer was filled by an earlier call of `visit` (the writer may have written
+    /// past what it holds since).
+    buf_from_earlier_visit: bool,
 }
 
 impl OpenSegment {
+    /// True when the buffer may hold bytes read before the writer wrote them.
+    fn stale(&self) -> bool {
+        self.buf_from_earlier_visit
+    }
+
+    /// Forgets the buffer so the next window reads the file again.
+    fn drop_buffer(&mut self) {
+        self.buf.clear();
+        self.buf_start = 0;
+        self.buf_from_earlier_visit = false;
+    }
+
     /// Makes `buf` cover `[offset, offset + len)` (clamped to the segment) and returns it.
     fn window(&mut self, offset: u64, len: usize) -> Result<&[u8]> {
         let end = (offset + len as u64).min(self.segment_bytes);
@@ -58,6 +73,7 @@ impl OpenSegment {
             }
             self.buf.truncate(filled);
             self.buf_start = offset;
+            self.buf_from_earlier_visit = false;
         }
         let from = (offset - self.buf_start) as usize;
         let to = ((end - self.buf_start) as usize).min(self.buf.len());
@@ -110,6 +126,9 @@ impl Cursor {
     ) -> Result<usize> {
         let limit = self.catalog.durable_lsn();
         let record_bytes_max = self.catalog.record_bytes_max;
+        if let Some(segment) = self.segment.as_mut() {
+            segment.buf_from_earlier_visit = true;
+        }
         let mut seen = 0;
         while seen < max_records && self.next_lsn <= limit {
             if self.segment.is_none() {
@@ -141,9 +160,12 @@ impl Cursor {
                     segment.offset += header.frame_bytes();
                     segment.expected_lsn += 1;
                 }
+                FrameCheck::Zero | FrameCheck::Invalid(_) if segment.stale() => {
+                    // These bytes were read before the writer got here: read them again.
+                    segment.drop_buffer();
+                }
                 FrameCheck::Zero if expected == self.next_lsn => {
                     // The segment's data ends here; the next LSN must start a new segment.
-                    self.segment = None;
                     if self.catalog.locate(self.next_lsn).map(|s| s.0.base_lsn)
                         != Some(self.next_lsn)
                     {
@@ -153,6 +175,7 @@ impl Cursor {
                             "data ends before the durable LSN",
                         ));
                     }
+                    self.segment = None;
                 }
                 FrameCheck::Zero => {
                     return Err(self.fault(offset, expected, "data ends before the durable LSN"));
@@ -200,5 +223,6 @@ fn open_segment(catalog: &Catalog, lsn: Lsn) -> Result<OpenSegment> {
         expected_lsn: first,
         buf: Vec::new(),
         buf_start: 0,
+        buf_from_earlier_visit: false,
     })
 }

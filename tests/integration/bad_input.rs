@@ -1,0 +1,272 @@
+//! Bad input gets the contract's error and loses nothing: malformed JSON, wrong types, huge
+//! bodies, unknown intents and sessions, closed sessions, invalid tenant ids; the server keeps
+//! serving throughout.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::{Value, json};
+use symphainy_sdk::Intent;
+use symphainy_tests::TestServer;
+
+/// (name, method, path, body, expected status, expected code).
+type Case = (&'static str, Method, String, Option<Value>, u16, &'static str);
+
+// Each bad request answers its contract status and code, with a request id and no trace.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_contract_errors() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap();
+    let closed = acme.create_session(json!({})).await.unwrap();
+    acme.close_session(&closed.session_id).await.unwrap();
+    let sid = session.session_id.clone();
+    let huge = "x".repeat(2 * 1024 * 1024);
+    let cases: Vec<Case> = vec![
+        (
+            "unknown intent",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({"intent_type": "no.such", "session_id": sid, "payload": {}})),
+            422,
+            "unknown_intent",
+        ),
+        (
+            "unknown session",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(
+                json!({"intent_type": "runtime.echo", "session_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV", "payload": {}}),
+            ),
+            404,
+            "not_found",
+        ),
+        (
+            "malformed session id",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({"intent_type": "runtime.echo", "session_id": "nope", "payload": {}})),
+            404,
+            "not_found",
+        ),
+        (
+            "closed session",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(
+                json!({"intent_type": "runtime.echo", "session_id": closed.session_id, "payload": {}}),
+            ),
+            409,
+            "session_closed",
+        ),
+        (
+            "wrong field type",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({"intent_type": 5, "session_id": sid})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "payload not an object",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({"intent_type": "runtime.echo", "session_id": sid, "payload": [1]})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "echo steps out of range",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(
+                json!({"intent_type": "runtime.echo", "session_id": sid, "payload": {"steps": 99}}),
+            ),
+            400,
+            "invalid_request",
+        ),
+        (
+            "missing fields",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "huge body",
+            Method::POST,
+            "/intent/submit".into(),
+            Some(json!({"intent_type": "runtime.echo", "session_id": sid, "payload": {"v": huge}})),
+            413,
+            "payload_too_large",
+        ),
+        (
+            "wait too long",
+            Method::POST,
+            "/intent/submit?wait_ms=30001".into(),
+            Some(json!({"intent_type": "runtime.echo", "session_id": sid})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "context not an object",
+            Method::POST,
+            "/session/create".into(),
+            Some(json!({"context": "x"})),
+            400,
+            "invalid_request",
+        ),
+        (
+            "unknown route",
+            Method::GET,
+            "/no/such/route".into(),
+            None,
+            404,
+            "not_found",
+        ),
+    ];
+    for (name, method, path, body, want_status, want_code) in cases {
+        let (status, answer) = acme.raw(method, &path, body).await.unwrap();
+        assert_eq!(status, want_status, "{name}: {answer}");
+        assert_eq!(answer["error"]["code"], want_code, "{name}");
+        assert!(
+            answer["error"]["request_id"]
+                .as_str()
+                .is_some_and(|r| r.len() == 26),
+            "{name}"
+        );
+        assert!(
+            !answer.to_string().contains("/src/"),
+            "{name}: leaks a path"
+        );
+    }
+    // Malformed JSON, raw.
+    let response = reqwest::Client::new()
+        .post(format!("{}/intent/submit", server.base))
+        .bearer_auth(&acme_token(&server).await)
+        .body("{\"intent_type\": ")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(answer["error"]["code"], "invalid_request");
+    // Tenant ids.
+    for bad in [
+        "",
+        "UPPER",
+        "-lead",
+        "has space",
+        "a".repeat(64).as_str(),
+        "_system",
+    ] {
+        let (status, answer) = admin
+            .raw(
+                Method::POST,
+                "/admin/tenants",
+                Some(json!({"tenant_id": bad})),
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (400, Some("invalid_tenant_id")),
+            "{bad:?}"
+        );
+    }
+    let (status, answer) = admin
+        .raw(
+            Method::POST,
+            "/admin/tenants",
+            Some(json!({"tenant_id": "acme"})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (409, Some("tenant_exists"))
+    );
+    let (status, _) = admin
+        .raw(
+            Method::POST,
+            "/admin/tokens",
+            Some(json!({"tenant_id": "ghost", "user_id": "x", "ttl_seconds": 5})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 404);
+    // Still serving, and nothing was lost.
+    let (_, submitted) = acme
+        .submit(&Intent::new("runtime.echo", &sid, json!({"value": 1})))
+        .await
+        .unwrap();
+    let done = acme
+        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.status, "completed");
+}
+
+async fn acme_token(server: &TestServer) -> String {
+    server
+        .admin()
+        .issue_token("acme", "raw", 60)
+        .await
+        .unwrap()
+        .token
+}
+
+// Duplicates of an idempotency key get 200 and the same execution; 100 racing ones too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotent_submissions_over_http() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap();
+    let mut intent = Intent::new("runtime.echo", &session.session_id, json!({"value": 1}));
+    intent.idempotency_key = Some("once".into());
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, intent) = (acme.clone(), intent.clone());
+            tokio::spawn(async move { client.submit(&intent).await.unwrap() })
+        })
+        .collect();
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.unwrap());
+    }
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 202).count(), 1);
+    assert_eq!(answers.iter().filter(|(s, _)| *s == 200).count(), 99);
+    assert!(answers.iter().all(|(_, a)| a == &answers[0].1));
+    let page = acme.wal(&session.session_id, 1, 1000).await.unwrap();
+    let intents = page
+        .events
+        .iter()
+        .filter(|e| e["event_type"] == "intent_received")
+        .count();
+    assert_eq!(intents, 1);
+}
+
+// The OpenAPI document lists every route of the table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn openapi_covers_every_route() {
+    let server = TestServer::start().await.unwrap();
+    let (status, doc) = server
+        .admin()
+        .with_token("")
+        .raw(Method::GET, "/openapi.json", None)
+        .await
+        .unwrap();
+    assert_eq!(status, 200);
+    for route in symphainy_server::routes::ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_lowercase()];
+        assert!(
+            op.is_object(),
+            "{} {} missing from /openapi.json",
+            route.method,
+            route.path
+        );
+    }
+    assert!(doc["components"]["securitySchemes"]["tenant_token"].is_object());
+}

@@ -1,0 +1,66 @@
+//! Kill -9 the real server binary during a load of intents, restart it on the same data
+//! directory: every acknowledged execution exists and finishes. SIGTERM exits 0.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::json;
+use symphainy_sdk::{Client, Intent};
+use symphainy_tests::ServerProcess;
+
+// Every execution acknowledged before a SIGKILL is there after restart, and completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill9_during_load_loses_no_acknowledged_execution() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).unwrap();
+    let admin = Client::new(&server.base, &server.admin_token);
+    admin.create_tenant("acme").await.unwrap();
+    let token = admin
+        .issue_token("acme", "alice", 3600)
+        .await
+        .unwrap()
+        .token;
+    let acme = Client::new(&server.base, &token);
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let mut load = Vec::new();
+    for worker in 0..16 {
+        let (client, session, acked) = (acme.clone(), session.clone(), acked.clone());
+        load.push(tokio::spawn(async move {
+            for n in 0.. {
+                let intent = Intent::new(
+                    "runtime.echo",
+                    &session,
+                    json!({"value": [worker, n], "steps": 3}),
+                );
+                match client.submit(&intent).await {
+                    Ok((_, submitted)) => acked.lock().unwrap().push(submitted.execution_id),
+                    Err(_) => break,
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || server.kill9().unwrap())
+        .await
+        .unwrap();
+    for task in load {
+        task.await.unwrap();
+    }
+    let acked = acked.lock().unwrap().clone();
+    assert!(acked.len() > 50, "too little load: {}", acked.len());
+
+    let server = ServerProcess::start(dir.path()).unwrap();
+    let acme = Client::new(&server.base, &token);
+    for id in &acked {
+        let status = acme
+            .wait_finished(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(status.status, "completed", "execution {id} after restart");
+    }
+    let code = tokio::task::spawn_blocking(move || server.terminate().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(code, Some(0), "SIGTERM exits 0");
+}

@@ -1,0 +1,209 @@
+//! The three scenarios of the runtime spine: a session and an intent end to end (WAL entry,
+//! state); replay of the WAL equals the server's digest; tenants are isolated.
+
+use std::time::Duration;
+
+use serde_json::json;
+use symphainy_engine::{digest, runtime};
+use symphainy_sdk::Intent;
+use symphainy_tests::TestServer;
+use symphainy_wal::WalReader;
+
+// Create a session, submit an intent, find its events in the WAL and its result in the state.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_intent_wal_state() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme
+        .create_session(json!({"channel": "test"}))
+        .await
+        .unwrap();
+    assert_eq!(
+        (
+            session.status.as_str(),
+            session.tenant_id.as_str(),
+            session.user_id.as_str()
+        ),
+        ("open", "acme", "alice")
+    );
+    let (status, submitted) = acme
+        .submit(&Intent::new(
+            "runtime.echo",
+            &session.session_id,
+            json!({"value": "hi", "steps": 3}),
+        ))
+        .await
+        .unwrap();
+    assert_eq!((status, submitted.status.as_str()), (202, "accepted"));
+    assert_eq!(submitted.execution_id.len(), 26);
+    let done = acme
+        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(done.status, "completed");
+    assert_eq!(done.result, Some(json!({"value": "hi"})));
+    assert_eq!(
+        done.steps
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect::<Vec<_>>(),
+        ["echo_1", "echo_2", "echo_3"]
+    );
+    assert!(
+        done.steps
+            .iter()
+            .all(|s| s.status == "completed" && s.attempts == 1 && s.started_at.is_some())
+    );
+
+    let page = acme.wal(&session.session_id, 1, 100).await.unwrap();
+    let types: Vec<&str> = page
+        .events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "session_created",
+            "intent_received",
+            "saga_started",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "step_started",
+            "step_completed",
+            "saga_completed"
+        ]
+    );
+    let intent = &page.events[1];
+    assert_eq!(intent["lsn"].as_u64(), Some(submitted.lsn));
+    assert_eq!(
+        intent["execution_id"].as_str(),
+        Some(submitted.execution_id.as_str())
+    );
+    assert_eq!(intent["tenant_id"], "acme");
+    assert_eq!(
+        intent["data"]["payload"],
+        json!({"value": "hi", "steps": 3})
+    );
+    let lsns: Vec<u64> = page
+        .events
+        .iter()
+        .map(|e| e["lsn"].as_u64().unwrap())
+        .collect();
+    assert!(lsns.windows(2).all(|w| w[0] < w[1]), "events in LSN order");
+
+    let record = acme.runtime_state(&submitted.execution_id).await.unwrap();
+    assert_eq!(record["payload"], json!({"value": "hi", "steps": 3}));
+    assert_eq!(record["steps"][2]["output"], json!({"value": "hi"}));
+    let session = acme.session(&session.session_id).await.unwrap();
+    assert!(session.active_sagas.is_empty());
+
+    // One round trip: wait_ms answers 200 with the finished status.
+    let finished = acme
+        .submit_and_wait(
+            &Intent::new(
+                "runtime.echo",
+                &session.session_id,
+                json!({"value": 7, "steps": 2}),
+            ),
+            5000,
+        )
+        .await
+        .unwrap()
+        .expect("finished within wait_ms");
+    assert_eq!(
+        (finished.status.as_str(), finished.result),
+        ("completed", Some(json!({"value": 7})))
+    );
+}
+
+// Replaying the WAL offline gives the digest the live server reports at the same LSN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_digest_equals_server_digest() {
+    let server = TestServer::start().await.unwrap();
+    for tenant in ["acme", "globex"] {
+        let client = server.tenant(tenant).await.unwrap();
+        let session = client.create_session(json!({})).await.unwrap();
+        for i in 0..10 {
+            let mut intent = Intent::new(
+                "runtime.echo",
+                &session.session_id,
+                json!({"value": i, "steps": 1 + i % 4}),
+            );
+            intent.idempotency_key = Some(format!("k{}", i % 7));
+            let (_, submitted) = client.submit(&intent).await.unwrap();
+            client
+                .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+                .await
+                .unwrap();
+        }
+        client.close_session(&session.session_id).await.unwrap();
+    }
+    let (lsn, live) = server.admin().digest().await.unwrap();
+    let reader = WalReader::open(server.data_dir().join("wal")).unwrap();
+    let (state, _) = runtime::replay_cursor(&mut reader.cursor(1), Some(lsn)).unwrap();
+    assert_eq!(state.last_lsn, lsn);
+    assert_eq!(digest::digest(&state), live);
+}
+
+// A tenant sees only its own sessions, executions, WAL and counts; another tenant's ids
+// answer exactly like unknown ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tenants_are_isolated() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let globex = server.tenant("globex").await.unwrap();
+    let session = acme
+        .create_session(json!({"secret": "acme-only"}))
+        .await
+        .unwrap();
+    let (_, submitted) = acme
+        .submit(&Intent::new(
+            "runtime.echo",
+            &session.session_id,
+            json!({"value": "acme-secret"}),
+        ))
+        .await
+        .unwrap();
+    acme.wait_finished(&submitted.execution_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let unknown = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let probes = [
+        format!("/session/{}", session.session_id),
+        format!("/execution/{}/status", submitted.execution_id),
+        format!("/runtime/state/{}", submitted.execution_id),
+        format!("/runtime/wal/{}", session.session_id),
+    ];
+    for path in &probes {
+        let (status, body) = globex.raw(reqwest::Method::GET, path, None).await.unwrap();
+        let unknown_path = path
+            .replace(&session.session_id, unknown)
+            .replace(&submitted.execution_id, unknown);
+        let (unknown_status, unknown_body) = globex
+            .raw(reqwest::Method::GET, &unknown_path, None)
+            .await
+            .unwrap();
+        assert_eq!((status, unknown_status), (404, 404), "{path}");
+        assert_eq!(body["error"]["code"], unknown_body["error"]["code"]);
+        assert_eq!(body["error"]["message"], unknown_body["error"]["message"]);
+        assert!(!body.to_string().contains("acme"), "{path} leaked: {body}");
+    }
+    let err = globex
+        .submit(&Intent::new("runtime.echo", &session.session_id, json!({})))
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(404));
+    let theirs = globex.metrics().await.unwrap();
+    assert!(
+        theirs["executions_by_status"]
+            .as_object()
+            .unwrap()
+            .is_empty(),
+        "{theirs}"
+    );
+    let mine = acme.metrics().await.unwrap();
+    assert_eq!(mine["executions_by_status"]["completed"], 1);
+}

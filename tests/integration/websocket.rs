@@ -1,0 +1,203 @@
+//! WebSocket: 100 concurrent clients on 10 sessions all receive every event of their session
+//! in LSN order with no gap or duplicate; a client that disconnects mid-saga resumes from the
+//! last LSN it saw; intents submitted over the socket are acknowledged; revoking the token
+//! closes the socket.
+
+use std::time::Duration;
+
+use serde_json::json;
+use symphainy_sdk::{Client, Intent, ServerMessage};
+use symphainy_tests::TestServer;
+
+/// LSNs of a session's events, from the WAL endpoint.
+async fn wal_lsns(client: &Client, session: &str) -> Vec<u64> {
+    let page = client.wal(session, 1, 1000).await.unwrap();
+    page.events
+        .iter()
+        .map(|e| e["lsn"].as_u64().unwrap())
+        .collect()
+}
+
+/// Reads events until `sagas` saga_completed events were seen; returns their LSNs.
+async fn collect(socket: &mut symphainy_sdk::Socket, sagas: usize) -> Vec<u64> {
+    let (mut lsns, mut completed) = (Vec::new(), 0);
+    while completed < sagas {
+        match socket.next(Duration::from_secs(20)).await.unwrap() {
+            Some(ServerMessage::Event {
+                lsn, event_type, ..
+            }) => {
+                lsns.push(lsn);
+                if event_type == "saga_completed" {
+                    completed += 1;
+                }
+            }
+            Some(ServerMessage::Pong | ServerMessage::Ack { .. }) => {}
+            other => panic!("unexpected {other:?} after {} events", lsns.len()),
+        }
+    }
+    lsns
+}
+
+// 100 clients, 10 sessions, concurrent sagas: every client sees exactly its session's log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hundred_clients_receive_gap_free_ordered_events() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..10 {
+        sessions.push(acme.create_session(json!({})).await.unwrap().session_id);
+    }
+    let mut clients = Vec::new();
+    for i in 0..100 {
+        let session = sessions[i % 10].clone();
+        let mut socket = acme.websocket().await.unwrap();
+        socket.subscribe(&session, 1).await.unwrap();
+        clients.push(tokio::spawn(async move {
+            let lsns = collect(&mut socket, 5).await;
+            (session, lsns)
+        }));
+    }
+    let mut submits = Vec::new();
+    for session in &sessions {
+        for n in 0..5 {
+            let (client, session) = (acme.clone(), session.clone());
+            submits.push(tokio::spawn(async move {
+                client
+                    .submit(&Intent::new(
+                        "runtime.echo",
+                        &session,
+                        json!({"value": n, "steps": 3}),
+                    ))
+                    .await
+                    .unwrap()
+            }));
+        }
+    }
+    for submit in submits {
+        submit.await.unwrap();
+    }
+    for client in clients {
+        let (session, lsns) = client.await.unwrap();
+        let expected = wal_lsns(&acme, &session).await;
+        assert_eq!(
+            lsns, expected,
+            "session {session}: events differ from the WAL"
+        );
+        assert_eq!(lsns.len(), 1 + 5 * 9);
+    }
+}
+
+// A client disconnects mid-saga and resumes from the last LSN it saw: the union is the log,
+// with no gap and no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resume_after_disconnect_mid_saga() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let mut socket = acme.websocket().await.unwrap();
+    socket.subscribe(&session, 1).await.unwrap();
+    acme.submit(&Intent::new(
+        "runtime.echo",
+        &session,
+        json!({"value": "long", "steps": 16}),
+    ))
+    .await
+    .unwrap();
+    let mut seen = Vec::new();
+    while seen.len() < 6 {
+        if let Some(ServerMessage::Event { lsn, .. }) =
+            socket.next(Duration::from_secs(10)).await.unwrap()
+        {
+            seen.push(lsn);
+        }
+    }
+    socket.close().await;
+    let mut socket = acme.websocket().await.unwrap();
+    socket
+        .subscribe(&session, seen.last().unwrap() + 1)
+        .await
+        .unwrap();
+    seen.extend(collect(&mut socket, 1).await);
+    assert_eq!(seen, wal_lsns(&acme, &session).await);
+}
+
+// Intents submitted over the socket are acknowledged with their execution id and LSN; bad
+// messages get an error and the connection stays usable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn submit_over_socket_and_errors() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let mut socket = acme.websocket().await.unwrap();
+    socket.send_text("{not json").await.unwrap();
+    assert!(
+        matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "invalid_request")
+    );
+    socket
+        .subscribe("01ARZ3NDEKTSV4RRFFQ69G5FAV", 1)
+        .await
+        .unwrap();
+    assert!(
+        matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "not_found")
+    );
+    socket
+        .submit(
+            "r-1",
+            &Intent::new("runtime.echo", &session, json!({"value": 5})),
+        )
+        .await
+        .unwrap();
+    match socket.next(Duration::from_secs(5)).await.unwrap() {
+        Some(ServerMessage::Ack {
+            request_id,
+            execution_id,
+            lsn,
+        }) => {
+            assert_eq!(request_id, json!("r-1"));
+            assert!(lsn > 0);
+            let done = acme
+                .wait_finished(&execution_id, Duration::from_secs(10))
+                .await
+                .unwrap();
+            assert_eq!(done.status, "completed");
+        }
+        other => panic!("expected an ack, got {other:?}"),
+    }
+    socket
+        .submit("r-2", &Intent::new("no.such", &session, json!({})))
+        .await
+        .unwrap();
+    assert!(
+        matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "unknown_intent")
+    );
+    socket.ping().await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Pong)
+    );
+}
+
+// Revoking a token closes the sockets that use it (1008).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_closes_sockets() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin();
+    admin.create_tenant("acme").await.unwrap();
+    let token = admin.issue_token("acme", "alice", 600).await.unwrap();
+    let client = Client::new(&server.base, &token.token);
+    let mut socket = client.websocket().await.unwrap();
+    socket.ping().await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Pong)
+    );
+    admin.revoke_token(&token.token_id).await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Closed(Some(1008)))
+    );
+    assert!(
+        client.websocket().await.is_err(),
+        "a revoked token opened a socket"
+    );
+}
