@@ -5,6 +5,11 @@ use std::sync::Mutex;
 
 use symphainy_wal::stats::Histogram;
 
+use crate::event::EventType;
+
+/// Number of event types.
+const EVENT_TYPES: usize = EventType::ALL.len();
+
 /// Per capability/step figures.
 #[derive(Debug, Default)]
 pub struct StepFigures {
@@ -19,19 +24,23 @@ pub struct StepFigures {
 #[derive(Debug, Default)]
 pub struct EngineMetrics {
     steps: Mutex<BTreeMap<(String, String), StepFigures>>,
-    events: Mutex<BTreeMap<(String, &'static str), u64>>,
+    /// Tenant -> count per event type code (index = code - 1).
+    events: Mutex<BTreeMap<String, [u64; EVENT_TYPES]>>,
     reads: std::sync::atomic::AtomicU64,
 }
 
 impl EngineMetrics {
     /// Counts committed events.
-    pub fn record_events<'a>(&self, events: impl Iterator<Item = (&'a str, &'static str)>) {
+    pub fn record_events<'a>(&self, events: impl Iterator<Item = (&'a str, EventType)>) {
         let mut counts = self.events.lock().unwrap_or_else(|e| e.into_inner());
         for (tenant, kind) in events {
-            match counts.get_mut(&(tenant.to_string(), kind)) {
-                Some(n) => *n += 1,
+            let index = (kind as usize).saturating_sub(1).min(EVENT_TYPES - 1);
+            match counts.get_mut(tenant) {
+                Some(row) => row[index] += 1,
                 None => {
-                    counts.insert((tenant.to_string(), kind), 1);
+                    let mut row = [0; EVENT_TYPES];
+                    row[index] = 1;
+                    counts.insert(tenant.to_string(), row);
                 }
             }
         }
@@ -40,10 +49,15 @@ impl EngineMetrics {
     /// Events committed since start: (tenant, type, count).
     pub fn events(&self) -> Vec<(String, &'static str, u64)> {
         let counts = self.events.lock().unwrap_or_else(|e| e.into_inner());
-        counts
-            .iter()
-            .map(|((t, k), n)| (t.clone(), *k, *n))
-            .collect()
+        let mut out = Vec::new();
+        for (tenant, row) in counts.iter() {
+            for (kind, n) in EventType::ALL.iter().zip(row) {
+                if *n > 0 {
+                    out.push((tenant.clone(), kind.name(), *n));
+                }
+            }
+        }
+        out
     }
 
     /// Counts one read of the state.

@@ -383,7 +383,7 @@ impl<L: Log> Runtime<L> {
         self.metrics.record_events(
             events
                 .iter()
-                .map(|e| (e.tenant_id.as_str(), e.body.event_type().name())),
+                .map(|e| (e.tenant_id.as_str(), e.body.event_type())),
         );
         let count = events.len() as u64;
         for (offset, event) in events.into_iter().enumerate() {
@@ -650,6 +650,7 @@ impl<L: Log> Runtime<L> {
             )));
         }
         let spec = self.registry.resolve(&intent.intent_type)?.clone();
+        let spec = spec.as_ref();
         if let Some(realm) = &intent.realm
             && realm != &spec.realm
         {
@@ -861,21 +862,18 @@ impl<L: Log> Runtime<L> {
     ) -> Option<(
         Next,
         Arc<dyn CapabilityHandler>,
-        CapabilitySpec,
+        Arc<CapabilitySpec>,
         StepInput,
         Option<Arc<str>>,
     )> {
         let core = lock(&self.core);
         let e = core.state.executions.get(&id)?;
-        let handler = self
+        // The registry's spec of this version equals the logged one (checked at start).
+        let Some((spec, handler)) = self
             .registry
-            .handler(&e.capability, e.capability_version)
-            .cloned();
-        let spec = core
-            .state
-            .capability(&e.capability, e.capability_version)
-            .cloned();
-        let (Some(handler), Some(spec)) = (handler, spec) else {
+            .entry(&e.capability, e.capability_version)
+            .cloned()
+        else {
             let body = EventBody::SagaFailed {
                 execution_id: id,
                 code: "capability_unavailable".into(),
@@ -889,7 +887,7 @@ impl<L: Log> Runtime<L> {
             return Some((
                 Next::Finish(body),
                 Arc::new(crate::builtin::Echo),
-                dummy_spec(),
+                Arc::new(dummy_spec()),
                 input,
                 None,
             ));

@@ -94,9 +94,10 @@ pub trait CapabilityHandler: Send + Sync + fmt::Debug {
 /// coordinator's table of handlers (which do).
 #[derive(Debug, Default)]
 pub struct Registry {
-    specs: BTreeMap<String, CapabilitySpec>,
+    specs: BTreeMap<String, Arc<CapabilitySpec>>,
     by_intent: BTreeMap<String, String>,
-    handlers: HashMap<(String, u32), Arc<dyn CapabilityHandler>>,
+    /// Capability name -> version -> (spec, handler); looked up by `&str`, no allocation.
+    handlers: HashMap<String, HashMap<u32, (Arc<CapabilitySpec>, Arc<dyn CapabilityHandler>)>>,
 }
 
 impl Registry {
@@ -121,14 +122,17 @@ impl Registry {
         for intent in &spec.intent_types {
             self.by_intent.insert(intent.clone(), spec.name.clone());
         }
+        let spec = Arc::new(spec);
         self.handlers
-            .insert((spec.name.clone(), spec.version), handler);
+            .entry(spec.name.clone())
+            .or_default()
+            .insert(spec.version, (spec.clone(), handler));
         self.specs.insert(spec.name.clone(), spec);
         Ok(())
     }
 
     /// The capability an intent type resolves to.
-    pub fn resolve(&self, intent_type: &str) -> Result<&CapabilitySpec> {
+    pub fn resolve(&self, intent_type: &str) -> Result<&Arc<CapabilitySpec>> {
         self.by_intent
             .get(intent_type)
             .and_then(|name| self.specs.get(name))
@@ -137,12 +141,24 @@ impl Registry {
 
     /// The handler of a capability version.
     pub fn handler(&self, name: &str, version: u32) -> Option<&Arc<dyn CapabilityHandler>> {
-        self.handlers.get(&(name.to_string(), version))
+        self.handlers
+            .get(name)?
+            .get(&version)
+            .map(|(_, handler)| handler)
+    }
+
+    /// The spec and handler of a capability version.
+    pub fn entry(
+        &self,
+        name: &str,
+        version: u32,
+    ) -> Option<&(Arc<CapabilitySpec>, Arc<dyn CapabilityHandler>)> {
+        self.handlers.get(name)?.get(&version)
     }
 
     /// Every registered capability, by name.
     pub fn capabilities(&self) -> impl Iterator<Item = &CapabilitySpec> {
-        self.specs.values()
+        self.specs.values().map(|spec| spec.as_ref())
     }
 
     /// The capability inventory as Markdown (docs/capability_inventory.md is this text).

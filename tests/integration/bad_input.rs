@@ -10,7 +10,14 @@ use symphainy_sdk::Intent;
 use symphainy_tests::TestServer;
 
 /// (name, method, path, body, expected status, expected code).
-type Case = (&'static str, Method, String, Option<Value>, u16, &'static str);
+type Case = (
+    &'static str,
+    Method,
+    String,
+    Option<Value>,
+    u16,
+    &'static str,
+);
 
 // Each bad request answers its contract status and code, with a request id and no trace.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
