@@ -90,6 +90,9 @@ pub trait CapabilityHandler: Send + Sync + fmt::Debug {
     }
 }
 
+/// A registered capability version: its spec and its handler.
+pub type RegistryEntry = (Arc<CapabilitySpec>, Arc<dyn CapabilityHandler>);
+
 /// The curator (capability metadata by intent type; it never executes) and the
 /// coordinator's table of handlers (which do).
 #[derive(Debug, Default)]
@@ -97,7 +100,7 @@ pub struct Registry {
     specs: BTreeMap<String, Arc<CapabilitySpec>>,
     by_intent: BTreeMap<String, String>,
     /// Capability name -> version -> (spec, handler); looked up by `&str`, no allocation.
-    handlers: HashMap<String, HashMap<u32, (Arc<CapabilitySpec>, Arc<dyn CapabilityHandler>)>>,
+    handlers: HashMap<String, HashMap<u32, RegistryEntry>>,
 }
 
 impl Registry {
