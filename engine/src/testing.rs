@@ -178,3 +178,65 @@ impl CapabilityHandler for Scripted {
         })
     }
 }
+
+/// `test.unstable`: a capability that *claims* to be deterministic but is not (its output
+/// includes the clock's nanoseconds and a counter), so `replay-tool check-determinism` has
+/// something to catch.
+#[derive(Debug, Default)]
+pub struct Unstable {
+    counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[derive(Debug)]
+struct UnstableStep {
+    counter: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl SagaStep for UnstableStep {
+    fn execute(&self, _input: StepInput) -> StepFuture<String> {
+        let n = self
+            .counter
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        Box::pin(async move { Ok(json!({ "n": n, "nanos": nanos }).to_string()) })
+    }
+}
+
+impl CapabilityHandler for Unstable {
+    fn spec(&self) -> CapabilitySpec {
+        CapabilitySpec {
+            name: "test.unstable".into(),
+            realm: "test".into(),
+            version: 1,
+            intent_types: vec!["test.unstable".into()],
+            inputs: Vec::new(),
+            outputs: vec!["n".into()],
+            deterministic: true,
+            steps: vec![StepSpec {
+                name: "unstable_1".into(),
+                deterministic: true,
+                max_attempts: 1,
+                timeout_ms: 1000,
+                backoff_base_ms: 1,
+            }],
+        }
+    }
+
+    fn step(&self, index: usize) -> Option<Arc<dyn SagaStep>> {
+        (index == 0).then(|| {
+            Arc::new(UnstableStep {
+                counter: self.counter.clone(),
+            }) as Arc<dyn SagaStep>
+        })
+    }
+}
+
+/// The default registry plus this module's test capabilities.
+pub fn registry_with_test_realm(probe: Arc<Probe>) -> crate::Result<crate::saga::Registry> {
+    let mut registry = crate::default_registry()?;
+    registry.register(Arc::new(Scripted { probe }))?;
+    registry.register(Arc::new(Unstable::default()))?;
+    Ok(registry)
+}

@@ -1,0 +1,556 @@
+//! The subcommands. Each returns its exit code (0 ok, 1 fault or difference) or an error
+//! (usage or I/O, exit 2).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use comfy_table::Table;
+use serde_json::{Value, json};
+use symphainy_engine::event::{Event, EventBody, EventType, SYSTEM_TENANT};
+use symphainy_engine::id::rfc3339;
+use symphainy_engine::saga::{Registry, StepInput};
+use symphainy_engine::state::State;
+use symphainy_engine::view::{self, SessionIndex};
+use symphainy_engine::{Id, codec, digest};
+use symphainy_wal::{Error as WalError, Lsn, RealFs, WalReader};
+
+use crate::{Cli, Command, Format};
+
+/// The WAL folder of a data directory (or the directory itself when it holds segments).
+fn wal_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
+    let nested = data_dir.join("wal");
+    if nested.is_dir() {
+        return Ok(nested);
+    }
+    let has_segments = std::fs::read_dir(data_dir)
+        .with_context(|| format!("reading {}", data_dir.display()))?
+        .filter_map(|e| e.ok())
+        .any(|e| e.file_name().to_string_lossy().ends_with(".wal"));
+    if has_segments {
+        return Ok(data_dir.to_path_buf());
+    }
+    bail!(
+        "{} holds no WAL (no wal/ folder, no segment files)",
+        data_dir.display()
+    )
+}
+
+fn open(cli: &Cli) -> anyhow::Result<WalReader> {
+    let dir = wal_dir(&cli.data_dir)?;
+    WalReader::open_with(Arc::new(RealFs), &dir)
+        .with_context(|| format!("opening {}", dir.display()))
+}
+
+/// Calls `f` with every decoded event (and its session) from `from` to `to`.
+fn each_event(
+    reader: &WalReader,
+    from: Lsn,
+    to: Option<Lsn>,
+    mut f: impl FnMut(Lsn, &Event, Option<Id>),
+) -> anyhow::Result<u64> {
+    let mut cursor = reader.cursor(1);
+    let mut sessions = SessionIndex::default();
+    let mut failure = None;
+    let mut count = 0;
+    let end = to.unwrap_or(Lsn::MAX);
+    loop {
+        let seen = cursor.visit(8192, |lsn, meta, payload| {
+            if failure.is_some() || lsn > end {
+                return;
+            }
+            match codec::decode(meta, payload) {
+                Ok(event) => {
+                    let session = sessions.observe(&event);
+                    if lsn >= from {
+                        f(lsn, &event, session);
+                        count += 1;
+                    }
+                }
+                Err(e) => failure = Some(anyhow::anyhow!("LSN {lsn}: {e}")),
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if seen == 0 || cursor.next_lsn() > end {
+            return Ok(count);
+        }
+    }
+}
+
+pub fn run(cli: &Cli) -> anyhow::Result<u8> {
+    match &cli.command {
+        Command::Verify => verify(cli),
+        Command::Dump {
+            tenant,
+            session,
+            execution,
+            event_type,
+            from_lsn,
+            to_lsn,
+            format,
+        } => {
+            let filter = Filter::new(tenant, session, execution, event_type)?;
+            dump(cli, &filter, from_lsn.unwrap_or(1), *to_lsn, *format)
+        }
+        Command::Replay {
+            to_lsn,
+            tenant,
+            json,
+        } => replay(cli, *to_lsn, tenant.as_deref(), *json),
+        Command::CheckDeterminism { execution, json } => {
+            check_determinism(cli, execution.as_deref(), *json)
+        }
+        Command::Show { execution_id, json } => show(cli, execution_id, *json),
+        Command::Stats { json } => stats(cli, *json),
+        Command::RebuildProjections { .. } => {
+            bail!(
+                "no projections exist in this version of the data directory format (graph view and Redis state surface are not built yet); nothing to rebuild"
+            )
+        }
+    }
+}
+
+fn verify(cli: &Cli) -> anyhow::Result<u8> {
+    let dir = wal_dir(&cli.data_dir)?;
+    match WalReader::open_with(Arc::new(RealFs), &dir) {
+        Ok(reader) => {
+            let report = reader.report();
+            println!(
+                "intact: {} segment(s), {} record(s), last LSN {}, {} bytes of frames",
+                report.segments, report.records, report.last_lsn, report.bytes
+            );
+            if let Some(torn) = &report.torn_tail {
+                println!(
+                    "note: torn tail after the last record ({}, {} byte(s) of an unfinished write); a writer cuts it on open",
+                    torn.location, torn.discarded_bytes
+                );
+            }
+            Ok(0)
+        }
+        Err(WalError::Corruption { location, reason }) => {
+            println!(
+                "fault: segment {} at byte offset {} (LSN {}): {reason}",
+                location.segment, location.offset, location.lsn
+            );
+            Ok(1)
+        }
+        Err(other) => Err(anyhow::Error::new(other).context(format!("opening {}", dir.display()))),
+    }
+}
+
+struct Filter {
+    tenant: Option<String>,
+    session: Option<Id>,
+    execution: Option<Id>,
+    event_type: Option<EventType>,
+}
+
+impl Filter {
+    fn new(
+        tenant: &Option<String>,
+        session: &Option<String>,
+        execution: &Option<String>,
+        event_type: &Option<String>,
+    ) -> anyhow::Result<Self> {
+        let id = |s: &Option<String>, what: &str| -> anyhow::Result<Option<Id>> {
+            s.as_deref()
+                .map(|v| {
+                    v.parse::<Id>()
+                        .map_err(|_| anyhow::anyhow!("--{what} {v} is not a ULID"))
+                })
+                .transpose()
+        };
+        let event_type = match event_type {
+            None => None,
+            Some(name) => Some(EventType::from_name(name).with_context(|| {
+                let names: Vec<&str> = EventType::ALL.iter().map(|t| t.name()).collect();
+                format!("unknown event type {name}; one of {}", names.join(", "))
+            })?),
+        };
+        Ok(Self {
+            tenant: tenant.clone(),
+            session: id(session, "session")?,
+            execution: id(execution, "execution")?,
+            event_type,
+        })
+    }
+
+    fn accepts(&self, event: &Event, session: Option<Id>) -> bool {
+        self.tenant.as_ref().is_none_or(|t| t == &event.tenant_id)
+            && self.session.is_none_or(|s| session == Some(s))
+            && self
+                .execution
+                .is_none_or(|e| event.body.execution_id() == Some(e))
+            && self.event_type.is_none_or(|t| event.body.event_type() == t)
+    }
+}
+
+fn dump(
+    cli: &Cli,
+    filter: &Filter,
+    from: Lsn,
+    to: Option<Lsn>,
+    format: Format,
+) -> anyhow::Result<u8> {
+    let reader = open(cli)?;
+    let mut table = Table::new();
+    table.set_header([
+        "lsn",
+        "time",
+        "tenant",
+        "type",
+        "session",
+        "execution",
+        "data",
+    ]);
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut write_error = None;
+    each_event(&reader, from, to, |lsn, event, session| {
+        if !filter.accepts(event, session) {
+            return;
+        }
+        let value = view::wal_event(lsn, event, session);
+        match format {
+            Format::Jsonl => {
+                use std::io::Write;
+                if let Err(e) = writeln!(out, "{value}") {
+                    write_error.get_or_insert(e);
+                }
+            }
+            Format::Table => {
+                let short = |v: &Value| {
+                    v.as_str()
+                        .map(|s| s.chars().take(10).collect::<String>())
+                        .unwrap_or_default()
+                };
+                let mut data = value["data"].to_string();
+                if data.len() > 60 {
+                    data.truncate(57);
+                    data.push_str("...");
+                }
+                table.add_row([
+                    lsn.to_string(),
+                    value["timestamp"].as_str().unwrap_or_default().to_string(),
+                    event.tenant_id.clone(),
+                    event.body.event_type().name().to_string(),
+                    short(&value["session_id"]),
+                    short(&value["execution_id"]),
+                    data,
+                ]);
+            }
+        }
+    })?;
+    if let Some(e) = write_error {
+        return Err(e).context("writing to stdout");
+    }
+    if format == Format::Table {
+        use std::io::Write;
+        writeln!(out, "{table}").context("writing to stdout")?;
+    }
+    Ok(0)
+}
+
+fn replay(cli: &Cli, to: Option<Lsn>, tenant: Option<&str>, as_json: bool) -> anyhow::Result<u8> {
+    let reader = open(cli)?;
+    let mut state = State::default();
+    let mut applied = 0u64;
+    each_event(&reader, 1, to, |lsn, event, _| {
+        if tenant.is_none_or(|t| t == event.tenant_id || event.tenant_id == SYSTEM_TENANT) {
+            state.apply(lsn, event.clone());
+            applied += 1;
+        }
+    })?;
+    let state_digest = digest::digest(&state);
+    if as_json {
+        println!(
+            "{}",
+            json!({ "events": applied, "lsn": state.last_lsn, "digest": state_digest, "rejected_events": state.rejected_events })
+        );
+    } else {
+        println!(
+            "events: {applied}\nlsn: {}\ndigest: {state_digest}",
+            state.last_lsn
+        );
+        if state.rejected_events > 0 {
+            println!(
+                "rejected events: {} (events that did not fit the state)",
+                state.rejected_events
+            );
+        }
+    }
+    Ok(0)
+}
+
+fn registry(cli: &Cli) -> anyhow::Result<Registry> {
+    if cli.with_test_realm {
+        Ok(symphainy_engine::testing::registry_with_test_realm(
+            Arc::default(),
+        )?)
+    } else {
+        Ok(symphainy_engine::default_registry()?)
+    }
+}
+
+/// Time allowed to one re-executed step.
+const REEXECUTION_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn check_determinism(cli: &Cli, only: Option<&str>, as_json: bool) -> anyhow::Result<u8> {
+    let only: Option<Id> = only
+        .map(|s| {
+            s.parse()
+                .map_err(|_| anyhow::anyhow!("--execution {s} is not a ULID"))
+        })
+        .transpose()?;
+    let reader = open(cli)?;
+    let registry = registry(cli)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .context("starting a runtime")?;
+    let mut state = State::default();
+    let mut checked = 0u64;
+    let mut skipped = 0u64;
+    let mut mismatch: Option<Value> = None;
+    each_event(&reader, 1, None, |lsn, event, _| {
+        if mismatch.is_some() {
+            return;
+        }
+        if let EventBody::StepCompleted {
+            execution_id,
+            step_index,
+            attempt,
+            output_json,
+            ..
+        } = &event.body
+            && only.is_none_or(|o| o == *execution_id)
+            && let Some(e) = state.executions.get(execution_id)
+        {
+            let deterministic = state
+                .capability(&e.capability, e.capability_version)
+                .and_then(|c| c.steps.get(*step_index as usize))
+                .map(|s| s.deterministic);
+            match (
+                deterministic,
+                registry
+                    .handler(&e.capability, e.capability_version)
+                    .and_then(|h| h.step(*step_index as usize)),
+            ) {
+                (Some(true), Some(step)) => {
+                    let previous = step_index
+                        .checked_sub(1)
+                        .and_then(|p| e.steps.get(p as usize))
+                        .and_then(|s| s.output_json.as_deref())
+                        .map(Arc::from);
+                    let input = StepInput {
+                        tenant_id: e.tenant_id.clone(),
+                        execution_id: *execution_id,
+                        step_index: *step_index,
+                        attempt: *attempt,
+                        payload_json: Arc::from(e.payload_json.as_str()),
+                        previous_output_json: previous,
+                    };
+                    let actual = runtime.block_on(async {
+                        tokio::time::timeout(REEXECUTION_TIMEOUT, step.execute(input)).await
+                    });
+                    let actual = match actual {
+                        Ok(Ok(output)) => output,
+                        Ok(Err(err)) => format!("error {}: {}", err.code, err.message),
+                        Err(_) => "timed out".to_string(),
+                    };
+                    checked += 1;
+                    let same = serde_json::from_str::<Value>(&actual).ok()
+                        == serde_json::from_str::<Value>(output_json).ok();
+                    if !same {
+                        let step = state
+                            .capability(&e.capability, e.capability_version)
+                            .and_then(|c| c.steps.get(*step_index as usize))
+                            .map(|s| s.name.clone());
+                        mismatch = Some(json!({
+                            "execution_id": execution_id.to_string(), "lsn": lsn, "capability": e.capability,
+                            "step": step, "step_index": step_index, "attempt": attempt,
+                            "expected": output_json, "actual": actual,
+                        }));
+                    }
+                }
+                _ => skipped += 1,
+            }
+        }
+        state.apply(lsn, event.clone());
+    })?;
+    let found = mismatch.is_some();
+    match (mismatch, as_json) {
+        (Some(m), true) => println!(
+            "{}",
+            json!({ "deterministic": false, "checked": checked, "first_difference": m })
+        ),
+        (Some(m), false) => println!(
+            "difference: execution {} step {} (index {}, attempt {}) at LSN {}\n  expected: {}\n  actual:   {}",
+            m["execution_id"].as_str().unwrap_or_default(),
+            m["step"].as_str().unwrap_or("?"),
+            m["step_index"],
+            m["attempt"],
+            m["lsn"],
+            m["expected"].as_str().unwrap_or_default(),
+            m["actual"].as_str().unwrap_or_default()
+        ),
+        (None, true) => println!(
+            "{}",
+            json!({ "deterministic": true, "checked": checked, "skipped_non_deterministic": skipped })
+        ),
+        (None, false) => println!(
+            "deterministic: {checked} step output(s) re-executed and equal; {skipped} non-deterministic or unavailable step(s) kept as recorded"
+        ),
+    }
+    Ok(u8::from(found))
+}
+
+fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
+    let id: Id = execution
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{execution} is not a ULID"))?;
+    let reader = open(cli)?;
+    let mut state = State::default();
+    let mut timeline = Vec::new();
+    each_event(&reader, 1, None, |lsn, event, session| {
+        if event.body.execution_id() == Some(id) {
+            timeline.push(view::wal_event(lsn, event, session));
+        }
+        state.apply(lsn, event.clone());
+    })?;
+    let Some(execution) = state.executions.get(&id) else {
+        bail!("execution {id} is not in this log");
+    };
+    let record = view::execution_record(&state, execution);
+    if as_json {
+        println!("{}", json!({ "execution": record, "events": timeline }));
+        return Ok(0);
+    }
+    let step_names: Vec<String> = record["steps"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|s| s["name"].as_str().unwrap_or("?").to_string())
+        .collect();
+    println!("execution {id}");
+    println!(
+        "  tenant {}  session {}  intent {} ({})",
+        execution.tenant_id, execution.session_id, execution.intent_id, execution.intent_type
+    );
+    println!(
+        "  capability {} v{}  status {}",
+        execution.capability,
+        execution.capability_version,
+        execution.status.name()
+    );
+    println!("  payload {}", record["payload"]);
+    println!("timeline:");
+    for event in &timeline {
+        let data = &event["data"];
+        let step = data["step_index"]
+            .as_u64()
+            .and_then(|i| step_names.get(i as usize))
+            .map(String::as_str)
+            .unwrap_or("");
+        let detail = match event["event_type"].as_str().unwrap_or_default() {
+            "step_started" => format!("{step} attempt {}", data["attempt"]),
+            "step_completed" => format!(
+                "{step} attempt {} in {} ms -> {}",
+                data["attempt"], data["duration_ms"], data["output"]
+            ),
+            "step_failed" => format!(
+                "{step} attempt {} in {} ms: {} ({}){}",
+                data["attempt"],
+                data["duration_ms"],
+                data["code"].as_str().unwrap_or_default(),
+                data["message"].as_str().unwrap_or_default(),
+                if data["retryable"] == true {
+                    ", retryable"
+                } else {
+                    ""
+                }
+            ),
+            "step_retry_scheduled" => format!(
+                "{step} attempt {} after {} ms",
+                data["next_attempt"], data["delay_ms"]
+            ),
+            "step_compensated" => format!("{step} in {} ms", data["duration_ms"]),
+            "compensation_started" => format!(
+                "after {} failed",
+                data["failed_step_index"]
+                    .as_u64()
+                    .and_then(|i| step_names.get(i as usize))
+                    .map(String::as_str)
+                    .unwrap_or("?")
+            ),
+            "saga_completed" => format!("result {}", data["result"]),
+            "saga_failed" | "saga_compensated" => format!(
+                "{}: {}",
+                data["code"].as_str().unwrap_or_default(),
+                data["message"].as_str().unwrap_or_default()
+            ),
+            "saga_started" => format!(
+                "{} v{}, {} step(s)",
+                data["capability"].as_str().unwrap_or_default(),
+                data["capability_version"],
+                data["step_count"]
+            ),
+            _ => String::new(),
+        };
+        println!(
+            "  {:>8}  {}  {:<22} {detail}",
+            event["lsn"],
+            event["timestamp"].as_str().unwrap_or_default(),
+            event["event_type"].as_str().unwrap_or_default()
+        );
+    }
+    Ok(0)
+}
+
+fn stats(cli: &Cli, as_json: bool) -> anyhow::Result<u8> {
+    let reader = open(cli)?;
+    let mut by_type: BTreeMap<&'static str, u64> = BTreeMap::new();
+    let mut by_tenant: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut first, mut last) = (None, None);
+    let events = each_event(&reader, 1, None, |_, event, _| {
+        *by_type.entry(event.body.event_type().name()).or_default() += 1;
+        *by_tenant.entry(event.tenant_id.clone()).or_default() += 1;
+        first.get_or_insert(event.timestamp_ms);
+        last = Some(event.timestamp_ms);
+    })?;
+    let report = reader.report();
+    let value = json!({
+        "events": events, "segments": report.segments, "bytes": report.bytes, "last_lsn": report.last_lsn,
+        "first_event_at": first.map(rfc3339), "last_event_at": last.map(rfc3339),
+        "events_by_type": by_type, "events_by_tenant": by_tenant,
+    });
+    if as_json {
+        println!("{value}");
+        return Ok(0);
+    }
+    println!(
+        "events {events}, segments {}, bytes {}, last LSN {}",
+        report.segments, report.bytes, report.last_lsn
+    );
+    println!(
+        "time span {} .. {}",
+        value["first_event_at"].as_str().unwrap_or("-"),
+        value["last_event_at"].as_str().unwrap_or("-")
+    );
+    let mut table = Table::new();
+    table.set_header(["event type", "count"]);
+    for (kind, n) in &by_type {
+        table.add_row([kind.to_string(), n.to_string()]);
+    }
+    println!("{table}");
+    let mut table = Table::new();
+    table.set_header(["tenant", "events"]);
+    for (tenant, n) in &by_tenant {
+        table.add_row([tenant.clone(), n.to_string()]);
+    }
+    println!("{table}");
+    Ok(0)
+}
