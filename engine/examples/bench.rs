@@ -13,11 +13,9 @@ use std::sync::Arc;
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
-use symphainy_engine::codec;
-use symphainy_engine::event::{Event, EventBody};
+use symphainy_engine::digest;
 use symphainy_engine::runtime::{Replayer, replay_cursor};
-use symphainy_engine::{Id, builtin_registry, digest};
-use symphainy_wal::{Config, Log, RealFs, Record, Wal};
+use symphainy_wal::{Config, Log, RealFs, Wal};
 
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
@@ -27,94 +25,6 @@ fn rss_bytes() -> u64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     pages * 4096
-}
-
-fn event(tenant: &str, ts: i64, body: EventBody) -> Event {
-    Event {
-        tenant_id: tenant.to_string(),
-        timestamp_ms: ts,
-        body,
-    }
-}
-
-/// Appends a realistic workload of about `target` events.
-fn build(wal: &Wal, target: u64) -> u64 {
-    let mut batch: Vec<Record> = Vec::with_capacity(20_000);
-    let mut written = 0u64;
-    let flush = |batch: &mut Vec<Record>, written: &mut u64| {
-        if !batch.is_empty() {
-            *written += batch.len() as u64;
-            wal.append_blocking(std::mem::take(batch)).expect("append");
-        }
-    };
-    let ts = 1_700_000_000_000i64;
-    let registry = builtin_registry().unwrap();
-    for spec in registry.capabilities() {
-        batch.push(
-            codec::encode(&event(
-                "_system",
-                ts,
-                EventBody::CapabilityRegistered { spec: spec.clone() },
-            ))
-            .unwrap(),
-        );
-    }
-    batch.push(codec::encode(&event("acme", ts, EventBody::TenantCreated)).unwrap());
-    for s in 0..1000u128 {
-        let body = EventBody::SessionCreated {
-            session_id: Id(s + 1),
-            user_id: "alice".into(),
-            context_json: "{}".into(),
-        };
-        batch.push(codec::encode(&event("acme", ts, body)).unwrap());
-    }
-    let mut n: u128 = 0;
-    while written + (batch.len() as u64) < target {
-        n += 1;
-        let execution_id = Id((1u128 << 64) + n);
-        let t = ts + n as i64;
-        let mut push =
-            |body: EventBody| batch.push(codec::encode(&event("acme", t, body)).unwrap());
-        push(EventBody::IntentReceived {
-            session_id: Id(n % 1000 + 1),
-            intent_id: Id((2u128 << 64) + n),
-            execution_id,
-            intent_type: "runtime.echo".into(),
-            realm: "runtime".into(),
-            payload_json: format!("{{\"value\":{n},\"steps\":3}}"),
-            idempotency_key: None,
-        });
-        push(EventBody::SagaStarted {
-            execution_id,
-            capability: "runtime.echo".into(),
-            capability_version: 1,
-            step_count: 3,
-        });
-        for step in 0..3 {
-            push(EventBody::StepStarted {
-                execution_id,
-                step_index: step,
-                attempt: 1,
-            });
-            let output_json = format!("{{\"value\":{n}}}");
-            push(EventBody::StepCompleted {
-                execution_id,
-                step_index: step,
-                attempt: 1,
-                output_json,
-                duration_ms: 0,
-            });
-        }
-        push(EventBody::SagaCompleted {
-            execution_id,
-            result_json: format!("{{\"value\":{n}}}"),
-        });
-        if batch.len() >= 18_000 {
-            flush(&mut batch, &mut written);
-        }
-    }
-    flush(&mut batch, &mut written);
-    written
 }
 
 fn main() {
@@ -137,7 +47,7 @@ fn main() {
     let started = Instant::now();
     let written = {
         let wal = Wal::open(&path, config.clone()).expect("open");
-        build(&wal, events)
+        symphainy_engine::testing::synthetic_log(&wal, events)
     };
     let bytes: u64 = std::fs::read_dir(&path)
         .unwrap()

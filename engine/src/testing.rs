@@ -13,6 +13,8 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 
+use crate::codec;
+use crate::event::EventBody;
 use crate::event::{CapabilitySpec, StepSpec};
 use crate::id::Id;
 use crate::saga::{CapabilityHandler, SagaStep, StepError, StepFuture, StepInput};
@@ -239,4 +241,112 @@ pub fn registry_with_test_realm(probe: Arc<Probe>) -> crate::Result<crate::saga:
     registry.register(Arc::new(Scripted { probe }))?;
     registry.register(Arc::new(Unstable::default()))?;
     Ok(registry)
+}
+
+fn event(tenant: &str, ts: i64, body: crate::event::EventBody) -> crate::event::Event {
+    crate::event::Event {
+        tenant_id: tenant.to_string(),
+        timestamp_ms: ts,
+        body,
+    }
+}
+
+/// An empty record; encoding these synthetic events cannot fail, this only satisfies types.
+fn unreachable_record() -> symphainy_wal::Record {
+    symphainy_wal::Record {
+        meta: symphainy_wal::RecordMeta::default(),
+        payload: Vec::new(),
+    }
+}
+
+/// Appends a realistic workload of about `target` events (3-step executions over 1,000
+/// sessions of one tenant) straight to the log, for benchmarks. Returns how many it wrote.
+pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
+    let mut batch: Vec<symphainy_wal::Record> = Vec::with_capacity(20_000);
+    let mut written = 0u64;
+    let flush = |batch: &mut Vec<symphainy_wal::Record>, written: &mut u64| {
+        if !batch.is_empty() {
+            *written += batch.len() as u64;
+            if let Err(e) = wal.append_blocking(std::mem::take(batch)) {
+                tracing::error!(error = %e, "synthetic log append failed");
+            }
+        }
+    };
+    let ts = 1_700_000_000_000i64;
+    let Ok(registry) = crate::builtin_registry() else {
+        return 0;
+    };
+    for spec in registry.capabilities() {
+        batch.push(
+            codec::encode(&event(
+                "_system",
+                ts,
+                EventBody::CapabilityRegistered { spec: spec.clone() },
+            ))
+            .unwrap(),
+        );
+    }
+    batch.push(
+        codec::encode(&event("acme", ts, EventBody::TenantCreated))
+            .unwrap_or_else(|_| unreachable_record()),
+    );
+    for s in 0..1000u128 {
+        let body = EventBody::SessionCreated {
+            session_id: Id(s + 1),
+            user_id: "alice".into(),
+            context_json: "{}".into(),
+        };
+        batch
+            .push(codec::encode(&event("acme", ts, body)).unwrap_or_else(|_| unreachable_record()));
+    }
+    let mut n: u128 = 0;
+    while written + (batch.len() as u64) < target {
+        n += 1;
+        let execution_id = Id((1u128 << 64) + n);
+        let t = ts + n as i64;
+        let mut push = |body: EventBody| {
+            batch.push(
+                codec::encode(&event("acme", t, body)).unwrap_or_else(|_| unreachable_record()),
+            )
+        };
+        push(EventBody::IntentReceived {
+            session_id: Id(n % 1000 + 1),
+            intent_id: Id((2u128 << 64) + n),
+            execution_id,
+            intent_type: "runtime.echo".into(),
+            realm: "runtime".into(),
+            payload_json: format!("{{\"value\":{n},\"steps\":3}}"),
+            idempotency_key: None,
+        });
+        push(EventBody::SagaStarted {
+            execution_id,
+            capability: "runtime.echo".into(),
+            capability_version: 1,
+            step_count: 3,
+        });
+        for step in 0..3 {
+            push(EventBody::StepStarted {
+                execution_id,
+                step_index: step,
+                attempt: 1,
+            });
+            let output_json = format!("{{\"value\":{n}}}");
+            push(EventBody::StepCompleted {
+                execution_id,
+                step_index: step,
+                attempt: 1,
+                output_json,
+                duration_ms: 0,
+            });
+        }
+        push(EventBody::SagaCompleted {
+            execution_id,
+            result_json: format!("{{\"value\":{n}}}"),
+        });
+        if batch.len() >= 18_000 {
+            flush(&mut batch, &mut written);
+        }
+    }
+    flush(&mut batch, &mut written);
+    written
 }
