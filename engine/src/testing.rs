@@ -283,7 +283,7 @@ pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
                 ts,
                 EventBody::CapabilityRegistered { spec: spec.clone() },
             ))
-            .unwrap(),
+            .unwrap_or_else(|_| unreachable_record()),
         );
     }
     batch.push(
