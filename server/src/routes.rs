@@ -215,6 +215,7 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/curator/capabilities") => get(capabilities),
         ("GET", "/openapi.json") => get(openapi),
         ("GET", "/ws") => get(crate::ws::upgrade),
+        ("GET", "/ui") => get(ui),
         _ => get(unrouted),
     }
 }
@@ -682,6 +683,13 @@ async fn capabilities(State(state): Shared, principal: Principal) -> Result<Resp
         .map(view::capability)
         .collect();
     Ok(axum::Json(json!({ "capabilities": list })).into_response())
+}
+
+/// The UI page, embedded in the binary.
+const UI_HTML: &str = include_str!("../ui/index.html");
+
+async fn ui() -> Response {
+    axum::response::Html(UI_HTML).into_response()
 }
 
 async fn openapi() -> Response {
