@@ -70,8 +70,11 @@ mod tests {
                 context_json: "{\"k\":1}".into(),
             },
         };
-        let record = encode(&event).unwrap();
-        assert_eq!(decode(record.meta, &record.payload).unwrap(), event);
+        let record = encode(&event).expect("encodable");
+        assert_eq!(
+            decode(record.meta, &record.payload).expect("decodable"),
+            event
+        );
         let mut wrong = record.meta;
         wrong.record_type = EventType::TenantCreated as u8;
         assert!(decode(wrong, &record.payload).is_err());

@@ -160,7 +160,7 @@ mod tests {
         let id = UlidSource::default().next_id(1_700_000_000_000);
         let text = id.to_string();
         assert_eq!(text.len(), 26);
-        assert_eq!(text.parse::<Id>().unwrap(), id);
+        assert_eq!(text.parse::<Id>().expect("a ULID"), id);
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 }

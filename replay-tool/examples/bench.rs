@@ -7,6 +7,9 @@
 //! cargo run --release -p replay-tool --example bench -- --events 10000000
 
 use std::sync::Arc;
+
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use std::time::Instant;
 
 use symphainy_engine::{digest, runtime, testing};

@@ -35,6 +35,9 @@ pub struct Limits {
     pub ws_buffer_messages: usize,
     /// Open WebSocket connections. Default 1,024.
     pub ws_connections_max: usize,
+    /// How long a WebSocket client's queue may stay full before the client is closed as too
+    /// slow (1013). Default 2,000 ms.
+    pub ws_slow_client_ms: u64,
     /// Largest `wait_ms` of `/intent/submit`. Fixed by the contract: 30,000.
     pub wait_ms_max: u64,
     /// Events in one WAL page (`limit`). Default 1,000.
@@ -51,6 +54,7 @@ impl Default for Limits {
             requests_in_flight_max: 8_192,
             ws_buffer_messages: 1_024,
             ws_connections_max: 1_024,
+            ws_slow_client_ms: 2_000,
             wait_ms_max: 30_000,
             wal_page_max: 1_000,
             wal_scan_max: 100_000,
@@ -145,7 +149,16 @@ async fn request_id(request: Request, next: Next) -> Response {
         .and_then(|v| v.to_str().ok())
         .filter(|v| !v.is_empty() && v.len() <= 64 && v.bytes().all(|b| b.is_ascii_graphic()))
         .map_or_else(|| ulid::Ulid::new().to_string(), str::to_string);
-    let mut response = REQUEST_ID.scope(id.clone(), next.run(request)).await;
+    let span = tracing::info_span!(
+        "request",
+        request_id = %id,
+        method = %request.method(),
+        path = %request.uri().path(),
+    );
+    let mut response =
+        tracing::Instrument::instrument(REQUEST_ID.scope(id.clone(), next.run(request)), span)
+            .await;
+    tracing::debug!(request_id = %id, status = response.status().as_u16(), "answered");
     if let Ok(value) = HeaderValue::from_str(&id) {
         response.headers_mut().insert("x-request-id", value);
     }

@@ -190,9 +190,10 @@ fn authenticate(parts: &Parts, state: &AppState) -> Result<Principal, AppError> 
     if state.keys.is_admin(&token) {
         return Ok(Principal::Admin);
     }
-    tenant_of(state, &token)
-        .map(Principal::Tenant)
-        .ok_or_else(AppError::unauthorized)
+    let tenant = tenant_of(state, &token).ok_or_else(AppError::unauthorized)?;
+    // Every tenant request counts against its tenant's rate, whatever the route.
+    state.rate_limit(&tenant.tenant_id)?;
+    Ok(Principal::Tenant(tenant))
 }
 
 impl<S> FromRequestParts<S> for Principal
@@ -215,10 +216,7 @@ where
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let app = Arc::<AppState>::from_ref(state);
         match authenticate(parts, &app)? {
-            Principal::Tenant(tenant) => {
-                app.rate_limit(&tenant.tenant_id)?;
-                Ok(tenant)
-            }
+            Principal::Tenant(tenant) => Ok(tenant),
             // Tenant endpoints need a tenant: the admin token names none.
             Principal::Admin => Err(AppError::unauthorized()),
         }

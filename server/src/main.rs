@@ -1,97 +1,10 @@
 //! `symphainy-server`: runs the runtime service. With no arguments it serves on embedded
 //! defaults (data in `./symphainy-data`, `127.0.0.1:8080`, in-memory state surface).
 
-use std::net::SocketAddr;
-use std::path::PathBuf;
-
-use anyhow::Context;
-use clap::Parser;
-use symphainy_server::{ServerConfig, policy};
-
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-/// The Symphainy runtime service.
-#[derive(Parser, Debug)]
-#[command(version, about)]
-struct Args {
-    /// Data directory (WAL, snapshots, keys).
-    #[arg(long, env = "SYMPHAINY_DATA_DIR", default_value = "./symphainy-data")]
-    data_dir: PathBuf,
-    /// Listen address; port 0 picks a free port.
-    #[arg(long, env = "SYMPHAINY_LISTEN", default_value = "127.0.0.1:8080")]
-    listen: SocketAddr,
-    /// Redis URL of the state surface (unset: in memory).
-    #[arg(long, env = "SYMPHAINY_REDIS_URL")]
-    redis_url: Option<String>,
-    /// Admin token (unset: generated and stored in DATA_DIR/admin.token, mode 0600).
-    #[arg(long, env = "SYMPHAINY_ADMIN_TOKEN", hide_env_values = true)]
-    admin_token: Option<String>,
-    /// Policy mode.
-    #[arg(long, env = "SYMPHAINY_POLICY", value_enum, default_value_t = policy::Mode::Enforcing)]
-    policy: policy::Mode,
-    /// Requests per second per tenant (burst twice that).
-    #[arg(long, env = "SYMPHAINY_TENANT_RPS", default_value_t = 20_000)]
-    tenant_requests_per_sec: u32,
-    /// Largest request body in bytes.
-    #[arg(long, env = "SYMPHAINY_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
-    body_bytes_max: usize,
-    /// Snapshot the state every this many events (0 = never).
-    #[arg(long, env = "SYMPHAINY_SNAPSHOT_EVERY", default_value_t = symphainy_server::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
-    snapshot_every_events: u64,
-    /// Log format.
-    #[arg(long, env = "SYMPHAINY_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
-    log_format: String,
-}
-
-fn init_logs(format: &str) {
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-}
-
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
-    }
-    Ok(())
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    init_logs(&args.log_format);
-    let mut config = ServerConfig::new(args.data_dir, args.listen);
-    config.redis_url = args.redis_url;
-    config.admin_token = args.admin_token;
-    config.policy = policy::Policy { mode: args.policy };
-    config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
-    config.limits.body_bytes_max = args.body_bytes_max;
-    config.snapshot_every_events = args.snapshot_every_events;
-    if config.redis_url.is_some() {
-        tracing::warn!(
-            "--redis-url is accepted but the Redis state surface is not wired yet; state stays in memory"
-        );
-    }
-    let running = symphainy_server::start(config).await?;
-    println!("listening on http://{}", running.addr);
-    println!("admin UI: http://{}/ui", running.addr);
-    match &running.admin_token_file {
-        Some(path) => println!("admin token: in {}", path.display()),
-        None => println!("admin token: as given by --admin-token"),
-    }
-    shutdown_signal().await?;
-    tracing::info!("shutting down: no new requests; in-flight requests finish");
-    running.shutdown().await?;
-    Ok(())
+    symphainy_server::cli::main().await
 }

@@ -1,7 +1,8 @@
 //! WebSocket `/ws` (CONTRACT section 6). A reader loop handles client messages; a writer task
 //! owns the socket's sink and drains one bounded queue; each subscription is a task that
-//! tails the WAL for one session and pushes events into that queue. A client that falls
-//! `ws_buffer_messages` behind is closed with 1013 and resumes with `from_lsn`; revoking the
+//! tails the WAL for one session and pushes events into that queue. A client whose
+//! queue (`ws_buffer_messages`) stays full for `ws_slow_client_ms` is closed with 1013 and
+//! resumes with `from_lsn`; revoking the
 //! connection's token closes it with 1008. Events come from the log, never from memory shared
 //! between connections, in LSN order with no gap and no duplicate.
 
@@ -70,19 +71,23 @@ async fn serve(state: Arc<AppState>, principal: TenantPrincipal, socket: WebSock
     let writer = tokio::spawn(async move {
         loop {
             tokio::select! {
+                // A requested close wins over queued messages.
+                biased;
+                _ = closing.changed() => break,
                 message = outgoing.recv() => match message {
-                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { break },
+                    Some(text) => if sink.send(Message::Text(text.into())).await.is_err() { return },
                     None => break,
                 },
-                changed = closing.changed() => {
-                    let close: Option<(u16, &'static str)> = *closing.borrow();
-                    if let (Ok(()), Some((code, reason))) = (changed, close) {
-                        let frame = CloseFrame { code, reason: reason.into() };
-                        let _ = sink.send(Message::Close(Some(frame))).await;
-                    }
-                    break;
-                }
             }
+        }
+        // Whatever ended the loop, a close that was asked for is sent.
+        let close: Option<(u16, &'static str)> = *closing.borrow();
+        if let Some((code, reason)) = close {
+            let frame = CloseFrame {
+                code,
+                reason: reason.into(),
+            };
+            let _ = sink.send(Message::Close(Some(frame))).await;
         }
     });
     let mut subscriptions: HashMap<Id, JoinHandle<()>> = HashMap::new();
@@ -287,12 +292,19 @@ async fn tail(
             if let Some(execution) = event.get("execution_id") {
                 message["execution_id"] = execution.clone();
             }
-            if queue.try_send(message.to_string()).is_err() {
-                let _ = closer.send(Some((
-                    CLOSE_TOO_SLOW,
-                    "client too slow; resume with from_lsn",
-                )));
-                return;
+            // Wait while the client drains (catch-up bursts are normal); a queue that stays
+            // full past the grace period means the client is too slow.
+            let grace = std::time::Duration::from_millis(state.limits.ws_slow_client_ms);
+            match tokio::time::timeout(grace, queue.send(message.to_string())).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return,
+                Err(_) => {
+                    let _ = closer.send(Some((
+                        CLOSE_TOO_SLOW,
+                        "client too slow; resume with from_lsn",
+                    )));
+                    return;
+                }
             }
         }
         if seen == 0 && durable.changed().await.is_err() {

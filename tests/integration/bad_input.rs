@@ -277,3 +277,48 @@ async fn openapi_covers_every_route() {
     }
     assert!(doc["components"]["securitySchemes"]["tenant_token"].is_object());
 }
+
+// A tenant over its request rate gets 429 rate_limited with Retry-After; other tenants are
+// unaffected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let server = TestServer::start_with(|c| c.limits.tenant_requests_per_sec = 5)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let globex = server.tenant("globex").await.unwrap();
+    let token = server
+        .admin()
+        .issue_token("acme", "raw", 60)
+        .await
+        .unwrap()
+        .token;
+    let http = reqwest::Client::new();
+    let mut limited = None;
+    for _ in 0..40 {
+        let response = http
+            .get(format!("{}/curator/capabilities", server.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap();
+        if response.status() == 429 {
+            limited = Some(response);
+            break;
+        }
+    }
+    let response = limited.expect("no 429 after 40 requests at a limit of 5/s");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "rate_limited");
+    assert!(
+        globex.capabilities().await.is_ok(),
+        "another tenant was limited too"
+    );
+    drop(acme);
+}

@@ -201,3 +201,101 @@ async fn revocation_closes_sockets() {
         "a revoked token opened a socket"
     );
 }
+
+// Connections beyond the WebSocket limit are refused (503) instead of accepted without bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_connection_limit() {
+    let server = TestServer::start_with(|c| c.limits.ws_connections_max = 2)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let mut first = acme.websocket().await.unwrap();
+    let mut second = acme.websocket().await.unwrap();
+    for socket in [&mut first, &mut second] {
+        socket.ping().await.unwrap();
+        assert_eq!(
+            socket.next(Duration::from_secs(5)).await.unwrap(),
+            Some(ServerMessage::Pong)
+        );
+    }
+    let refused = acme.websocket().await.unwrap_err();
+    assert!(refused.to_string().contains("503"), "{refused}");
+    first.close().await;
+    let mut again = None;
+    for _ in 0..50 {
+        if let Ok(socket) = acme.websocket().await {
+            again = Some(socket);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        again.is_some(),
+        "a slot freed by a closed socket was not reused"
+    );
+}
+
+// A client that stops reading is closed with 1013 once the kernel buffers and the bounded
+// queue are full (memory stays bounded), and resumes from the last LSN it saw with no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_client_is_closed_and_resumes() {
+    let server = TestServer::start_with(|c| {
+        c.limits.ws_buffer_messages = 16;
+        c.limits.ws_slow_client_ms = 200;
+    })
+    .await
+    .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let mut slow = acme.websocket().await.unwrap();
+    slow.subscribe(&session, 1).await.unwrap();
+    let padding = "x".repeat(400);
+    let mut submits = Vec::new();
+    for worker in 0..32 {
+        let (client, session, padding) = (acme.clone(), session.clone(), padding.clone());
+        submits.push(tokio::spawn(async move {
+            for n in 0..80 {
+                let intent = Intent::new(
+                    "runtime.echo",
+                    &session,
+                    json!({"value": [worker, n, padding], "steps": 3}),
+                );
+                client.submit(&intent).await.unwrap();
+            }
+        }));
+    }
+    for submit in submits {
+        submit.await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut last = 0;
+    let closed = loop {
+        match slow.next(Duration::from_secs(20)).await.unwrap() {
+            Some(ServerMessage::Event { lsn, .. }) => {
+                assert!(
+                    last == 0 || lsn > last,
+                    "events out of order: {lsn} after {last}"
+                );
+                last = lsn;
+            }
+            Some(ServerMessage::Closed(code)) => break code,
+            other => panic!("unexpected {other:?}"),
+        }
+    };
+    assert_eq!(closed, Some(1013), "a slow client must be closed with 1013");
+    let mut resumed = acme.websocket().await.unwrap();
+    resumed.subscribe(&session, last + 1).await.unwrap();
+    let next = wal_lsns_after(&acme, &session, last).await;
+    match resumed.next(Duration::from_secs(10)).await.unwrap() {
+        Some(ServerMessage::Event { lsn, .. }) => {
+            assert_eq!(Some(lsn), next, "resume skipped or repeated events")
+        }
+        other => panic!("expected an event after resuming, got {other:?}"),
+    }
+}
+
+/// The first LSN of the session after `after`, from the WAL endpoint.
+async fn wal_lsns_after(client: &Client, session: &str, after: u64) -> Option<u64> {
+    let page = client.wal(session, after + 1, 1).await.unwrap();
+    page.events.first().and_then(|e| e["lsn"].as_u64())
+}

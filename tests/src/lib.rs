@@ -57,17 +57,21 @@ impl TestServer {
     }
 }
 
-/// The `symphainy-server` binary built next to the test executables.
+/// The server binary: `SYMPHAINY_SERVER_BIN` when set, else this package's `test-server`
+/// (the same code as `symphainy-server`), which Cargo builds for these tests.
 pub fn server_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("SYMPHAINY_SERVER_BIN") {
+        return Ok(PathBuf::from(path));
+    }
     let exe = std::env::current_exe()?;
     let dir = exe
         .parent()
         .and_then(Path::parent)
         .context("locating the target directory")?;
-    let binary = dir.join("symphainy-server");
+    let binary = dir.join("test-server");
     anyhow::ensure!(
         binary.exists(),
-        "{} is missing: run the tests with `cargo test --workspace`",
+        "{} is missing: build it with `cargo build -p symphainy-tests --bins`",
         binary.display()
     );
     Ok(binary)

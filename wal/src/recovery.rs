@@ -194,10 +194,7 @@ pub(crate) fn recover(
                 ),
             ));
         }
-        let garbage_end = bytes
-            .iter()
-            .rposition(|&b| b != 0)
-            .map_or(0, |i| i as u64 + 1);
+        let garbage_end = crate::segment::last_nonzero(bytes).map_or(0, |i| i as u64 + 1);
         if !last && (matches!(scan.stop, Stop::Fault(_)) || garbage_end > scan.end_offset) {
             return Err(corruption(
                 &name,

@@ -131,7 +131,7 @@ pub fn find_evidence(
     sealed: bool,
 ) -> Option<Evidence> {
     let start = usize::try_from(stop_offset).ok()?;
-    let last_nonzero = bytes.iter().rposition(|&b| b != 0)?;
+    let last_nonzero = last_nonzero(bytes)?;
     if last_nonzero < start {
         return None;
     }
@@ -151,6 +151,24 @@ pub fn find_evidence(
         }
     }
     None
+}
+
+/// Index of the last non-zero byte, scanning eight bytes at a time from the end (preallocated
+/// segments end in megabytes of zeros).
+pub fn last_nonzero(bytes: &[u8]) -> Option<usize> {
+    let tail = bytes.len() % 8;
+    if let Some(i) = bytes[bytes.len() - tail..].iter().rposition(|&b| b != 0) {
+        return Some(bytes.len() - tail + i);
+    }
+    let words = &bytes[..bytes.len() - tail];
+    let word = words
+        .chunks_exact(8)
+        .rposition(|w| w.iter().fold(0u8, |acc, b| acc | b) != 0)?;
+    let start = word * 8;
+    words[start..start + 8]
+        .iter()
+        .rposition(|&b| b != 0)
+        .map(|i| start + i)
 }
 
 /// A cheap pre-filter, then a full check, of a frame that may start at `bytes[0]`.
@@ -200,6 +218,19 @@ mod tests {
         }
         bytes.resize(4096, 0);
         bytes
+    }
+
+    // The word-wise search agrees with a byte-wise one.
+    #[test]
+    fn last_nonzero_matches_bytewise() {
+        for len in [0usize, 1, 7, 8, 9, 63, 64, 100] {
+            for at in 0..len {
+                let mut bytes = vec![0u8; len];
+                bytes[at] = 3;
+                assert_eq!(last_nonzero(&bytes), Some(at), "len {len} at {at}");
+            }
+            assert_eq!(last_nonzero(&vec![0u8; len]), None);
+        }
     }
 
     // Names sort by LSN and round-trip; other files are not segments.
