@@ -73,7 +73,7 @@ pub fn digest(state: &State) -> String {
         session_into(&mut c, session);
     }
     c.tag("executions");
-    let mut executions: Vec<&Execution> = state.executions.values().collect();
+    let mut executions: Vec<&Execution> = state.executions.values().map(|e| e.as_ref()).collect();
     executions.sort_unstable_by_key(|e| e.execution_id);
     c.u64(executions.len() as u64);
     for execution in executions {

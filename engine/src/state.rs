@@ -169,7 +169,8 @@ pub struct State {
     pub last_lsn: Lsn,
     pub tenants: BTreeMap<String, Tenant>,
     pub sessions: IdMap<Session>,
-    pub executions: IdMap<Execution>,
+    /// Boxed: an execution is large, and the table over-allocates while it grows.
+    pub executions: IdMap<Box<Execution>>,
     /// Capability name -> version -> spec.
     pub capabilities: BTreeMap<String, BTreeMap<u32, CapabilitySpec>>,
     /// Events that did not fit the state and changed nothing else.
@@ -193,6 +194,7 @@ impl State {
     pub fn execution_of(&self, tenant_id: &str, execution_id: Id) -> Option<&Execution> {
         self.executions
             .get(&execution_id)
+            .map(|e| e.as_ref())
             .filter(|e| e.tenant_id == tenant_id)
     }
 
@@ -345,7 +347,7 @@ impl State {
                     submitted_at_ms: at,
                     finished_at_ms: None,
                 };
-                self.executions.insert(execution_id, execution);
+                self.executions.insert(execution_id, Box::new(execution));
                 true
             }
             EventBody::SagaStarted {

@@ -4,7 +4,7 @@
 //! apply every event, then digest), each on one core. Last line:
 //! `verify_events_per_sec=... replay_events_per_sec=...`
 //!
-//! cargo run --release -p replay-tool --example bench -- --events 10000000
+//! cargo run --release -p replay-tool --example verify_replay_bench -- --events 10000000
 
 use std::sync::Arc;
 
