@@ -198,6 +198,33 @@ async fn contract_errors(request: Request, next: Next) -> Response {
     Response::from_parts(parts, Body::from(value.to_string()))
 }
 
+/// Refuses a body whose declared length exceeds the limit at once (413), without reading it
+/// or waiting for it; bodies without a declared length are cut at the limit while read.
+async fn declared_body_limit(
+    axum::extract::State(state): axum::extract::State<Arc<AppState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.limits.body_bytes_max as u64) {
+        let mut response = AppError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds {} bytes", state.limits.body_bytes_max),
+        )
+        .into_response();
+        response
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return response;
+    }
+    next.run(request).await
+}
+
 /// Refuses requests beyond `requests_in_flight_max` with 503 instead of queueing them.
 async fn shed_load(
     axum::extract::State(state): axum::extract::State<Arc<AppState>>,
@@ -226,6 +253,10 @@ pub fn app(state: Arc<AppState>) -> Router {
     crate::routes::router()
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn_with_state(state.clone(), shed_load))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            declared_body_limit,
+        ))
         .layer(middleware::from_fn(contract_errors))
         .layer(middleware::from_fn(request_id))
         .layer(tower_http::catch_panic::CatchPanicLayer::new())

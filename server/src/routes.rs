@@ -193,6 +193,13 @@ pub const ROUTES: &[RouteSpec] = &[
         "WebSocket: subscribe to sessions, submit intents",
         101,
     ),
+    route(
+        "GET",
+        "/ui",
+        Access::Public,
+        "The browser UI (a static page that calls this API)",
+        200,
+    ),
 ];
 
 fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
