@@ -44,6 +44,20 @@ fn open(cli: &Cli) -> anyhow::Result<WalReader> {
         .with_context(|| format!("opening {}", dir.display()))
 }
 
+/// Records read between two updates of the progress bar.
+const PROGRESS_STEP_RECORDS: u64 = 8192;
+
+/// A progress bar over `total` records on stderr; drawn only on a terminal (indicatif hides it
+/// otherwise), so piped output and scripts see nothing.
+fn progress_bar(total: u64) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} events ({per_sec}, {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar
+}
+
 /// Calls `f` with every decoded event (and its session) from `from` to `to`.
 fn each_event(
     reader: &WalReader,
@@ -56,8 +70,10 @@ fn each_event(
     let mut failure = None;
     let mut count = 0;
     let end = to.unwrap_or(Lsn::MAX);
+    let progress = progress_bar(end.min(reader.last_lsn()));
     loop {
-        let seen = cursor.visit(8192, |lsn, meta, payload| {
+        progress.set_position(cursor.next_lsn().saturating_sub(1));
+        let seen = cursor.visit(PROGRESS_STEP_RECORDS as usize, |lsn, meta, payload| {
             if failure.is_some() || lsn > end {
                 return;
             }
@@ -76,6 +92,7 @@ fn each_event(
             return Err(e);
         }
         if seen == 0 || cursor.next_lsn() > end {
+            progress.finish_and_clear();
             return Ok(count);
         }
     }
