@@ -59,7 +59,8 @@ fn parse_args() -> Args {
 }
 
 /// Raw fdatasync latency of this disk: 4 KiB writes into a zero-filled file, each synced.
-fn raw_fsync(dir: &std::path::Path) -> (u64, u64) {
+/// Returns p50, p99 and p99.9 in microseconds.
+fn raw_fsync(dir: &std::path::Path, syncs: u64) -> (u64, u64, u64) {
     let path = dir.join("raw-fsync.probe");
     let file = OpenOptions::new()
         .read(true)
@@ -75,14 +76,18 @@ fn raw_fsync(dir: &std::path::Path) -> (u64, u64) {
     file.sync_all().unwrap();
     let hist = Histogram::default();
     let block = vec![7u8; 4096];
-    for i in 0..2000u64 {
+    for i in 0..syncs {
         file.write_all_at(&block, i * 4096 % (16 << 20)).unwrap();
         let started = Instant::now();
         file.sync_data().unwrap();
         hist.record(started.elapsed().as_micros() as u64);
     }
     let _ = std::fs::remove_file(path);
-    (hist.quantile(0.5), hist.quantile(0.99))
+    (
+        hist.quantile(0.5),
+        hist.quantile(0.99),
+        hist.quantile(0.999),
+    )
 }
 
 fn record(bytes: usize, n: u64) -> Record {
@@ -148,7 +153,8 @@ fn open_loop(wal: &Wal, args: &Args, rate: u64) {
 fn main() {
     let args = parse_args();
     let dir = tempfile::tempdir_in(".").expect("temp dir in the current directory");
-    let (fsync_p50, fsync_p99) = raw_fsync(dir.path());
+    let (fsync_p50, fsync_p99, fsync_p999) = raw_fsync(dir.path(), 20_000);
+    println!("raw_fsync syncs=20000 p50_us={fsync_p50} p99_us={fsync_p99} p999_us={fsync_p999}");
     let preallocation = if args.sparse {
         Preallocation::Sparse
     } else {
@@ -191,6 +197,14 @@ fn main() {
         stats.fsync_us.quantile(0.99),
         latency.quantile(0.5),
         latency.quantile(0.99),
+    );
+    println!(
+        "stages: wal_fsync_p999_us={} queue_p50_us={} queue_p99_us={} queue_p999_us={} ack_p999_us={}",
+        stats.fsync_us.quantile(0.999),
+        stats.queue_us.quantile(0.5),
+        stats.queue_us.quantile(0.99),
+        stats.queue_us.quantile(0.999),
+        stats.append_us.quantile(0.999),
     );
     println!(
         "appends_per_sec={:.0} p50_us={} p99_us={} fsync_p50_us={} fsync_p99_us={}",

@@ -93,6 +93,8 @@ pub struct Stats {
     pub batch_records: Histogram,
     /// Time from an append request's creation to its answer, microseconds.
     pub append_us: Histogram,
+    /// Time from an append request's creation until the encoder picks it up, microseconds.
+    pub queue_us: Histogram,
 }
 
 impl Stats {

@@ -379,6 +379,11 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            let picked_up = Instant::now();
+            for request in &batch {
+                let waited = picked_up.duration_since(request.enqueued).as_micros() as u64;
+                self.pipeline.stats.queue_us.record(waited);
+            }
             self.serve(batch);
         }
         if let Some((jobs, thread)) = self.syncer.take() {
