@@ -531,24 +531,31 @@ async fn submit_intent(
     Ok((status, axum::Json(answer)).into_response())
 }
 
+/// Renders one of the caller's executions with `render`; another tenant's is answered as
+/// a missing one.
+async fn execution_view(
+    state: &AppState,
+    principal: &TenantPrincipal,
+    raw_id: &str,
+    render: fn(&symphainy_engine::State, &symphainy_engine::state::Execution) -> Value,
+) -> Result<Response, AppError> {
+    tenant_access(state, principal)?;
+    let id = parse_id(raw_id)?;
+    let tenant = principal.tenant_id.as_str();
+    let view = state
+        .runtime
+        .read(|s| s.execution_of(tenant, id).map(|e| render(s, e)))
+        .await?;
+    view.map(|v| axum::Json(v).into_response())
+        .ok_or_else(AppError::not_found)
+}
+
 async fn execution_status(
     State(state): Shared,
     principal: TenantPrincipal,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    tenant_access(&state, &principal)?;
-    let id = parse_id(&id)?;
-    let tenant = principal.tenant_id.clone();
-    let status = state
-        .runtime
-        .read(move |s| {
-            s.execution_of(&tenant, id)
-                .map(|e| view::execution_status(s, e))
-        })
-        .await?;
-    status
-        .map(|v| axum::Json(v).into_response())
-        .ok_or_else(AppError::not_found)
+    execution_view(&state, &principal, &id, view::execution_status).await
 }
 
 async fn execution_record(
@@ -556,19 +563,7 @@ async fn execution_record(
     principal: TenantPrincipal,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    tenant_access(&state, &principal)?;
-    let id = parse_id(&id)?;
-    let tenant = principal.tenant_id.clone();
-    let record = state
-        .runtime
-        .read(move |s| {
-            s.execution_of(&tenant, id)
-                .map(|e| view::execution_record(s, e))
-        })
-        .await?;
-    record
-        .map(|v| axum::Json(v).into_response())
-        .ok_or_else(AppError::not_found)
+    execution_view(&state, &principal, &id, view::execution_record).await
 }
 
 #[derive(Deserialize)]
