@@ -533,10 +533,8 @@ impl<L: Log> Runtime<L> {
     pub async fn revoke_token(&self, token_id: Id) -> Result<String> {
         let (committed, tenant) = self.commit(|state, now| {
             let tenant = state
-                .tenants
-                .iter()
-                .find(|(_, t)| t.tokens.contains_key(&token_id))
-                .map(|(id, _)| id.clone())
+                .token(token_id)
+                .map(|(tenant, _)| tenant.to_string())
                 .ok_or(Error::NotFound { kind: "token" })?;
             Ok((
                 vec![event(&tenant, now, EventBody::TokenRevoked { token_id })],

@@ -175,12 +175,22 @@ pub struct State {
     pub capabilities: BTreeMap<String, BTreeMap<u32, CapabilitySpec>>,
     /// Events that did not fit the state and changed nothing else.
     pub rejected_events: u64,
+    /// Token id -> tenant: an index derived from the tenants' tokens (not part of the digest),
+    /// so a token resolves without scanning every tenant.
+    pub token_tenants: IdMap<String>,
 }
 
 impl State {
     /// The spec of a capability version.
     pub fn capability(&self, name: &str, version: u32) -> Option<&CapabilitySpec> {
         self.capabilities.get(name)?.get(&version)
+    }
+
+    /// The tenant and recorded facts of a token.
+    pub fn token(&self, token_id: Id) -> Option<(&str, &Token)> {
+        let tenant = self.token_tenants.get(&token_id)?;
+        let token = self.tenants.get(tenant)?.tokens.get(&token_id)?;
+        Some((tenant.as_str(), token))
     }
 
     /// A session, only if it belongs to `tenant_id`.
@@ -230,6 +240,9 @@ impl State {
                 user_id,
                 expires_at_ms,
             } => {
+                if self.token_tenants.contains_key(&token_id) {
+                    return false;
+                }
                 let Some(t) = self.tenants.get_mut(tenant) else {
                     return false;
                 };
@@ -240,6 +253,7 @@ impl State {
                     revoked: false,
                 };
                 t.tokens.insert(token_id, token);
+                self.token_tenants.insert(token_id, tenant_id);
                 true
             }
             EventBody::TokenRevoked { token_id } => {

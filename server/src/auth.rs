@@ -173,13 +173,11 @@ pub fn tenant_of(state: &AppState, token: &str) -> Option<TenantPrincipal> {
     let token_id = state.keys.verify(token)?;
     let now = state.clock_ms();
     state.runtime.peek(|s| {
-        s.tenants.iter().find_map(|(tenant_id, t)| {
-            let token = t.tokens.get(&token_id)?;
-            (!token.revoked && token.expires_at_ms > now).then(|| TenantPrincipal {
-                tenant_id: tenant_id.clone(),
-                user_id: token.user_id.clone(),
-                token_id,
-            })
+        let (tenant_id, token) = s.token(token_id)?;
+        (!token.revoked && token.expires_at_ms > now).then(|| TenantPrincipal {
+            tenant_id: tenant_id.to_string(),
+            user_id: token.user_id.clone(),
+            token_id,
         })
     })
 }
