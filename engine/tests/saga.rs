@@ -214,6 +214,13 @@ fn crash_mid_saga_then_resume_to_completion() {
             }
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
+        // Deterministic steps run without waiting for the previous step's completion to be
+        // durable; wait for it here, so the crash below drops nothing step 0 recorded.
+        let recorded = rt
+            .read(|s| s.execution_of("acme", id).map(|e| e.steps[0].status))
+            .await
+            .unwrap();
+        assert_eq!(recorded, Some(StepStatus::Completed));
         (id, session)
     });
     fs.crash(CrashMode::DropUnsynced);
