@@ -90,6 +90,33 @@ pub fn execution_record(state: &State, e: &Execution) -> Value {
     out
 }
 
+/// Fields [`execution_record`] adds to [`execution_status`], at the top and in each step.
+const RECORD_ONLY_FIELDS: [&str; 4] = [
+    "realm",
+    "payload",
+    "idempotency_key",
+    "compensating_from_step",
+];
+const RECORD_ONLY_STEP_FIELDS: [&str; 3] = ["output", "error", "retryable"];
+
+/// The execution status contained in an execution record (what a store holding only records
+/// answers the status endpoint with); equals [`execution_status`] of the same execution.
+pub fn status_of_record(mut record: Value) -> Value {
+    if let Some(top) = record.as_object_mut() {
+        for field in RECORD_ONLY_FIELDS {
+            top.remove(field);
+        }
+    }
+    if let Some(steps) = record.get_mut("steps").and_then(Value::as_array_mut) {
+        for step in steps.iter_mut().filter_map(Value::as_object_mut) {
+            for field in RECORD_ONLY_STEP_FIELDS {
+                step.remove(field);
+            }
+        }
+    }
+    record
+}
+
 /// A capability as the API shows it.
 pub fn capability(spec: &CapabilitySpec) -> Value {
     json!({
@@ -244,5 +271,102 @@ impl SessionIndex {
             .body
             .session_id()
             .or_else(|| self.executions.get(&event.body.execution_id()?).copied())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{Event, EventBody};
+
+    fn at(state: &mut State, lsn: Lsn, tenant: &str, body: EventBody) {
+        let event = Event {
+            tenant_id: tenant.into(),
+            timestamp_ms: 1_700_000_000_000 + lsn as i64,
+            body,
+        };
+        state.apply(lsn, event);
+    }
+
+    // The status a record-only store derives equals the status rendered from the state, for
+    // an execution with outputs, a failure and an idempotency key.
+    #[test]
+    fn status_of_record_equals_status() {
+        let mut state = State::default();
+        let registry = crate::builtin_registry().unwrap();
+        let spec = registry.capabilities().next().unwrap().clone();
+        let (session_id, execution_id) = (Id(1), Id(2));
+        at(
+            &mut state,
+            1,
+            "_system",
+            EventBody::CapabilityRegistered { spec: spec.clone() },
+        );
+        at(&mut state, 2, "acme", EventBody::TenantCreated);
+        let session = EventBody::SessionCreated {
+            session_id,
+            user_id: "u".into(),
+            context_json: "{}".into(),
+        };
+        at(&mut state, 3, "acme", session);
+        let intent = EventBody::IntentReceived {
+            session_id,
+            intent_id: Id(3),
+            execution_id,
+            intent_type: spec.intent_types[0].clone(),
+            realm: spec.realm.clone(),
+            payload_json: r#"{"value":1,"steps":2}"#.into(),
+            idempotency_key: Some("k".into()),
+        };
+        at(&mut state, 4, "acme", intent);
+        let started = EventBody::SagaStarted {
+            execution_id,
+            capability: spec.name.clone(),
+            capability_version: spec.version,
+            step_count: 2,
+        };
+        at(&mut state, 5, "acme", started);
+        at(
+            &mut state,
+            6,
+            "acme",
+            EventBody::StepStarted {
+                execution_id,
+                step_index: 0,
+                attempt: 1,
+            },
+        );
+        let done = EventBody::StepCompleted {
+            execution_id,
+            step_index: 0,
+            attempt: 1,
+            output_json: r#"{"value":1}"#.into(),
+            duration_ms: 3,
+        };
+        at(&mut state, 7, "acme", done);
+        at(
+            &mut state,
+            8,
+            "acme",
+            EventBody::StepStarted {
+                execution_id,
+                step_index: 1,
+                attempt: 1,
+            },
+        );
+        let failed = EventBody::StepFailed {
+            execution_id,
+            step_index: 1,
+            attempt: 1,
+            code: "boom".into(),
+            message: "it broke".into(),
+            retryable: true,
+            duration_ms: 1,
+        };
+        at(&mut state, 9, "acme", failed);
+        let e = state.execution_of("acme", execution_id).unwrap();
+        let record = execution_record(&state, e);
+        assert_ne!(record, execution_status(&state, e));
+        assert_eq!(status_of_record(record), execution_status(&state, e));
     }
 }

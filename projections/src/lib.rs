@@ -1,3 +1,57 @@
-//! `symphainy-projections`: views derived from the log. It will own the `Projection` trait and
-//! its checkpointed runner, the Redis state surface (with an in-memory fallback) and the
-//! Arango-style graph view on sled, each rebuildable from the WAL.
+//! `symphainy-projections`: views derived from the log, each disposable and rebuildable.
+//!
+//! - [`runner`]: the [`Projection`] trait and the [`Runner`] that tails the WAL's durable
+//!   events, folds them in batches and stores each batch with its LSN atomically; resumes
+//!   from that checkpoint after a crash; retries a failing projection with backoff without
+//!   ever touching ingestion.
+//! - [`fold`]: the shared fold (the engine's own pure `apply`) and what a batch touched.
+//! - [`surface`] over [`store`]: the state surface, hot state under `t:{tenant}:...` keys in
+//!   Redis or in memory.
+//! - [`graph`]: the Arango-style graph view on sled behind [`GraphStore`].
+//! - [`conformance`]: the suite every [`StateStore`] backend passes.
+//!
+//! Nothing in a projection exists that is not in the WAL: every write is rendered from the
+//! state folded from durable events.
+
+#![cfg_attr(
+    not(test),
+    warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
+pub mod conformance;
+pub mod fold;
+pub mod graph;
+pub mod runner;
+pub mod store;
+pub mod surface;
+
+pub use fold::{Batch, Fold, Touched};
+pub use graph::{GraphStore, GraphView, SledGraph};
+pub use runner::{Projection, RebuildReport, Runner, RunnerConfig, StatusSnapshot};
+pub use store::StateStore;
+pub use surface::{StateSurface, SurfaceReader};
+
+/// What can go wrong in a projection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("state store: {0}")]
+    Store(String),
+    #[error("graph store (sled): {0}")]
+    Graph(#[from] sled::Error),
+    #[error("log: {0}")]
+    Wal(#[from] symphainy_wal::Error),
+    #[error("record at LSN {lsn} cannot be decoded: {reason}")]
+    Decode { lsn: u64, reason: String },
+    #[error("stored value at {key} is not valid: {reason}")]
+    Corrupt { key: String, reason: String },
+    #[error("rendering a view: {0}")]
+    Render(String),
+    #[error("bad query: {0}")]
+    Query(String),
+    #[error("{0}: {1}")]
+    Io(String, #[source] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,621 @@
+//! The graph view: an Arango-style document graph of what the log says, in sled behind the
+//! [`GraphStore`] trait.
+//!
+//! Vertex collections: `tenants`, `sessions`, `intents`, `executions`, `steps`,
+//! `capabilities` (the content realm adds `documents`, `chunks`, `facts`). A vertex is a JSON
+//! document with `_id` (`collection/key`) and `_key`. Edges have `_id`, `_from`, `_to` and
+//! `label`:
+//!
+//! | from | label | to |
+//! | --- | --- | --- |
+//! | `tenants/T` | `owns` | `sessions/S` |
+//! | `sessions/S` | `submitted` | `intents/I` |
+//! | `intents/I` | `executed_as` | `executions/E` |
+//! | `executions/E` | `uses` | `capabilities/NAME@VERSION` |
+//! | `executions/E` | `has_step` | `steps/E-INDEX` |
+//!
+//! Everything is namespaced by tenant: a key starts with the tenant, every lookup and
+//! traversal is given the caller's tenant, and an edge never leaves its tenant (a capability
+//! a tenant used is a vertex in that tenant's namespace).
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde_json::{Value, json};
+use symphainy_engine::id::rfc3339;
+use symphainy_engine::state::Execution;
+use symphainy_engine::{State, view};
+use symphainy_wal::Lsn;
+
+use crate::fold::{Batch, Touched};
+use crate::runner::Projection;
+use crate::{Error, Result};
+
+/// Deepest traversal a query may ask for.
+pub const TRAVERSE_DEPTH_MAX: u32 = 5;
+/// Most vertices a traversal returns (it stops and says `truncated` past this).
+pub const TRAVERSE_VERTICES_MAX: usize = 1_000;
+/// Most edges a traversal returns.
+pub const TRAVERSE_EDGES_MAX: usize = 5_000;
+/// sled's page cache.
+pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// How often sled flushes on its own (batches are atomic either way).
+pub const SLED_FLUSH_EVERY_MS: u64 = 200;
+
+const VERTEX: u8 = b'v';
+const OUT: u8 = b'o';
+const IN: u8 = b'i';
+const META: u8 = b'm';
+const APPLIED_KEY: &[u8] = b"mapplied_lsn";
+
+/// An edge as stored and returned.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Edge {
+    pub from: String,
+    pub label: &'static str,
+    pub to: String,
+}
+
+impl Edge {
+    pub fn key(&self) -> String {
+        format!("{}-{}-{}", self.from, self.label, self.to).replace('/', ":")
+    }
+
+    pub fn to_json(&self) -> Value {
+        json!({"_id": format!("edges/{}", self.key()), "_key": self.key(), "_from": self.from, "_to": self.to, "label": self.label})
+    }
+}
+
+/// Traversal direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    Outbound,
+    Inbound,
+    Any,
+}
+
+impl std::str::FromStr for Direction {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "outbound" => Ok(Self::Outbound),
+            "inbound" => Ok(Self::Inbound),
+            "any" => Ok(Self::Any),
+            _ => Err(Error::Query(format!(
+                "direction must be outbound, inbound or any, not {s:?}"
+            ))),
+        }
+    }
+}
+
+/// Writes of one batch, applied atomically with the checkpoint.
+#[derive(Debug, Default)]
+pub struct GraphWrite {
+    /// (tenant, `_id`) -> document.
+    pub vertices: BTreeMap<(String, String), Value>,
+    pub edges: BTreeSet<(String, Edge)>,
+    /// Events of each tenant applied by this write.
+    pub tenant_events: BTreeMap<String, u64>,
+    pub applied_lsn: Lsn,
+}
+
+/// A store of tenant-namespaced vertices and edges with an atomic checkpoint.
+pub trait GraphStore: Send + Sync + 'static {
+    fn applied_lsn(&self) -> Result<Lsn>;
+    /// Applies the write and its checkpoint atomically.
+    fn commit(&self, write: &GraphWrite) -> Result<()>;
+    fn vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>>;
+    /// Edges touching `id` in `direction`, at most `limit`.
+    fn edges(
+        &self,
+        tenant: &str,
+        id: &str,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Edge>>;
+    /// How many events of `tenant` were applied (audits exactly-once).
+    fn tenant_events(&self, tenant: &str) -> Result<u64>;
+    /// Every entry, decoded, sorted: the canonical dump.
+    fn dump(&self) -> Result<Vec<(String, String)>>;
+    fn clear(&self) -> Result<()>;
+}
+
+fn tenant_prefix(kind: u8, tenant: &str) -> Vec<u8> {
+    let mut key = Vec::with_capacity(tenant.len() + 40);
+    key.push(kind);
+    // Tenant ids are at most 63 bytes; the length byte keeps "a" and "a-b" apart.
+    key.push(tenant.len().min(255) as u8);
+    key.extend_from_slice(tenant.as_bytes());
+    key
+}
+
+fn vertex_key(tenant: &str, id: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(VERTEX, tenant);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn edge_key(kind: u8, tenant: &str, near: &str, label: &str, far: &str) -> Vec<u8> {
+    let mut key = tenant_prefix(kind, tenant);
+    for (i, part) in [near, label, far].into_iter().enumerate() {
+        if i > 0 {
+            key.push(0);
+        }
+        key.extend_from_slice(part.as_bytes());
+    }
+    key
+}
+
+fn events_key(tenant: &str) -> Vec<u8> {
+    let mut key = b"mevents/".to_vec();
+    key.extend_from_slice(tenant.as_bytes());
+    key
+}
+
+fn u64_value(key: &[u8], value: Option<sled::IVec>) -> Result<u64> {
+    match value {
+        None => Ok(0),
+        Some(v) => v
+            .as_ref()
+            .try_into()
+            .map(u64::from_be_bytes)
+            .map_err(|_| Error::Corrupt {
+                key: String::from_utf8_lossy(key).into_owned(),
+                reason: "not an 8-byte integer".into(),
+            }),
+    }
+}
+
+/// The sled graph store.
+#[derive(Debug, Clone)]
+pub struct SledGraph {
+    db: sled::Db,
+    path: PathBuf,
+}
+
+/// How [`SledGraph::open_or_reset`] found the directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Opened {
+    /// Opened as it was.
+    Intact,
+    /// It could not be opened or was corrupt: moved to this path, and a fresh, empty graph
+    /// opened in its place (the runner rebuilds it from the log).
+    MovedAside(PathBuf),
+}
+
+impl SledGraph {
+    fn config(path: &Path) -> sled::Config {
+        sled::Config::new()
+            .path(path)
+            .cache_capacity(SLED_CACHE_BYTES)
+            .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
+            .mode(sled::Mode::HighThroughput)
+    }
+
+    /// Opens the graph at `path`; fails on any error (see [`SledGraph::open_or_reset`]).
+    pub fn open(path: &Path) -> Result<Self> {
+        let db = Self::config(path).open()?;
+        let graph = Self {
+            db,
+            path: path.to_path_buf(),
+        };
+        // Reading the checkpoint walks the tree's root: a cheap check it is readable.
+        graph.applied_lsn()?;
+        Ok(graph)
+    }
+
+    /// Opens the graph; if sled cannot open it or reports corruption, moves the directory
+    /// aside to `PATH.corrupt-SUFFIX` (the caller picks the suffix, e.g. a timestamp) and
+    /// opens a fresh one, logging a line that says so. A directory locked by another process
+    /// is an error, never moved.
+    pub fn open_or_reset(path: &Path, suffix: &str) -> Result<(Self, Opened)> {
+        match Self::open(path) {
+            Ok(graph) => Ok((graph, Opened::Intact)),
+            Err(Error::Graph(e)) if !e.to_string().contains("could not acquire lock") => {
+                let mut aside = path.as_os_str().to_owned();
+                aside.push(format!(".corrupt-{suffix}"));
+                let aside = PathBuf::from(aside);
+                std::fs::rename(path, &aside).map_err(|io| {
+                    Error::Io(
+                        format!(
+                            "moving the unreadable graph {} aside to {}",
+                            path.display(),
+                            aside.display()
+                        ),
+                        io,
+                    )
+                })?;
+                tracing::warn!(
+                    path = %path.display(),
+                    moved_to = %aside.display(),
+                    error = %e,
+                    "graph view could not be opened; moved it aside and rebuilding it from the WAL"
+                );
+                Ok((Self::open(path)?, Opened::MovedAside(aside)))
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Writes everything to disk now.
+    pub fn flush(&self) -> Result<()> {
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+impl GraphStore for SledGraph {
+    fn applied_lsn(&self) -> Result<Lsn> {
+        u64_value(APPLIED_KEY, self.db.get(APPLIED_KEY)?)
+    }
+
+    fn commit(&self, write: &GraphWrite) -> Result<()> {
+        let mut batch = sled::Batch::default();
+        for ((tenant, id), doc) in &write.vertices {
+            let text = serde_json::to_vec(doc).map_err(|e| Error::Render(e.to_string()))?;
+            batch.insert(vertex_key(tenant, id), text);
+        }
+        for (tenant, edge) in &write.edges {
+            let doc =
+                serde_json::to_vec(&edge.to_json()).map_err(|e| Error::Render(e.to_string()))?;
+            batch.insert(
+                edge_key(OUT, tenant, &edge.from, edge.label, &edge.to),
+                doc.clone(),
+            );
+            batch.insert(edge_key(IN, tenant, &edge.to, edge.label, &edge.from), doc);
+        }
+        for (tenant, n) in &write.tenant_events {
+            let key = events_key(tenant);
+            let now = u64_value(&key, self.db.get(&key)?)?;
+            batch.insert(key, &(now + n).to_be_bytes()[..]);
+        }
+        batch.insert(APPLIED_KEY, &write.applied_lsn.to_be_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        Ok(())
+    }
+
+    fn vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>> {
+        let key = vertex_key(tenant, id);
+        match self.db.get(&key)? {
+            None => Ok(None),
+            Some(v) => serde_json::from_slice(&v)
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    key: format!("{tenant}:{id}"),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    fn edges(
+        &self,
+        tenant: &str,
+        id: &str,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Edge>> {
+        let kinds: &[u8] = match direction {
+            Direction::Outbound => &[OUT],
+            Direction::Inbound => &[IN],
+            Direction::Any => &[OUT, IN],
+        };
+        let mut out = Vec::new();
+        for &kind in kinds {
+            let mut prefix = tenant_prefix(kind, tenant);
+            prefix.extend_from_slice(id.as_bytes());
+            prefix.push(0);
+            for entry in self.db.scan_prefix(&prefix) {
+                if out.len() >= limit {
+                    return Ok(out);
+                }
+                let (key, _) = entry?;
+                let rest = &key[prefix.len()..];
+                let mut parts = rest.splitn(2, |b| *b == 0);
+                let label = parts
+                    .next()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let far = parts
+                    .next()
+                    .map(String::from_utf8_lossy)
+                    .unwrap_or_default();
+                let label = LABELS
+                    .iter()
+                    .find(|l| **l == label)
+                    .copied()
+                    .ok_or_else(|| Error::Corrupt {
+                        key: String::from_utf8_lossy(&key).into_owned(),
+                        reason: format!("unknown edge label {label:?}"),
+                    })?;
+                let (from, to) = if kind == OUT {
+                    (id.to_string(), far.into_owned())
+                } else {
+                    (far.into_owned(), id.to_string())
+                };
+                out.push(Edge { from, label, to });
+            }
+        }
+        Ok(out)
+    }
+
+    fn tenant_events(&self, tenant: &str) -> Result<u64> {
+        let key = events_key(tenant);
+        u64_value(&key, self.db.get(&key)?)
+    }
+
+    fn dump(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for entry in self.db.iter() {
+            let (k, v) = entry?;
+            let value = if k.first() == Some(&META) {
+                u64_value(&k, Some(v))?.to_string()
+            } else {
+                String::from_utf8_lossy(&v).into_owned()
+            };
+            out.push((String::from_utf8_lossy(&k).into_owned(), value));
+        }
+        Ok(out)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.db.clear()?;
+        self.db.flush()?;
+        Ok(())
+    }
+}
+
+/// Every edge label the view writes.
+pub const LABELS: [&str; 5] = ["owns", "submitted", "executed_as", "uses", "has_step"];
+
+/// The graph view as a projection over a [`GraphStore`].
+#[derive(Debug)]
+pub struct GraphView<G: GraphStore> {
+    store: Arc<G>,
+}
+
+impl<G: GraphStore> GraphView<G> {
+    pub fn new(store: Arc<G>) -> Self {
+        Self { store }
+    }
+}
+
+fn with_id(mut doc: Value, collection: &str, key: &str) -> Value {
+    doc["_id"] = json!(format!("{collection}/{key}"));
+    doc["_key"] = json!(key);
+    doc
+}
+
+/// The vertices and edges of one execution.
+fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphWrite) {
+    let t = tenant.to_string();
+    let (intent, execution) = (e.intent_id.to_string(), e.execution_id.to_string());
+    let mut put = |collection: &str, key: &str, doc: Value| {
+        out.vertices.insert(
+            (t.clone(), format!("{collection}/{key}")),
+            with_id(doc, collection, key),
+        );
+    };
+    put(
+        "intents",
+        &intent,
+        json!({
+            "tenant_id": tenant, "intent_type": e.intent_type, "realm": e.realm,
+            "session_id": e.session_id.to_string(), "execution_id": execution,
+            "idempotency_key": e.idempotency_key, "submitted_at": rfc3339(e.submitted_at_ms),
+            "lsn": e.intent_lsn,
+        }),
+    );
+    let mut status = view::execution_status(state, e);
+    let steps = status
+        .as_object_mut()
+        .and_then(|o| o.remove("steps"))
+        .unwrap_or(Value::Null);
+    status["step_count"] = json!(e.steps.len());
+    put("executions", &execution, status);
+    for (i, step) in steps.as_array().into_iter().flatten().enumerate() {
+        let mut doc = step.clone();
+        doc["tenant_id"] = json!(tenant);
+        doc["execution_id"] = json!(execution);
+        doc["index"] = json!(i);
+        let key = format!("{execution}-{i}");
+        put("steps", &key, doc);
+        out.edges.insert((
+            t.clone(),
+            Edge {
+                from: format!("executions/{execution}"),
+                label: "has_step",
+                to: format!("steps/{key}"),
+            },
+        ));
+    }
+    if let Some(spec) = state.capability(&e.capability, e.capability_version) {
+        let key = format!("{}@{}", spec.name, spec.version);
+        put("capabilities", &key, view::capability(spec));
+        out.edges.insert((
+            t.clone(),
+            Edge {
+                from: format!("executions/{execution}"),
+                label: "uses",
+                to: format!("capabilities/{key}"),
+            },
+        ));
+    }
+    out.edges.insert((
+        t.clone(),
+        Edge {
+            from: format!("sessions/{}", e.session_id),
+            label: "submitted",
+            to: format!("intents/{intent}"),
+        },
+    ));
+    out.edges.insert((
+        t,
+        Edge {
+            from: format!("intents/{intent}"),
+            label: "executed_as",
+            to: format!("executions/{execution}"),
+        },
+    ));
+}
+
+/// Renders the batch's touched entities into graph writes.
+pub fn render_batch(state: &State, batch: &Batch) -> GraphWrite {
+    let mut out = GraphWrite {
+        applied_lsn: batch.last_lsn,
+        ..GraphWrite::default()
+    };
+    for (tenant, lsns) in &batch.tenant_lsns {
+        out.tenant_events.insert(tenant.clone(), lsns.len() as u64);
+    }
+    for (tenant, touched) in &batch.touched {
+        for t in touched {
+            match t {
+                Touched::Tenant(name) => {
+                    if let Some(record) = state.tenants.get(name) {
+                        let doc =
+                            json!({"tenant_id": name, "created_at": rfc3339(record.created_at_ms)});
+                        out.vertices.insert(
+                            (name.clone(), format!("tenants/{name}")),
+                            with_id(doc, "tenants", name),
+                        );
+                    }
+                }
+                Touched::Session(id) => {
+                    if let Some(s) = state.session_of(tenant, *id) {
+                        let key = id.to_string();
+                        out.vertices.insert(
+                            (tenant.clone(), format!("sessions/{key}")),
+                            with_id(view::session(s), "sessions", &key),
+                        );
+                        out.edges.insert((
+                            tenant.clone(),
+                            Edge {
+                                from: format!("tenants/{tenant}"),
+                                label: "owns",
+                                to: format!("sessions/{key}"),
+                            },
+                        ));
+                    }
+                }
+                Touched::Execution(id) => {
+                    if let Some(e) = state.execution_of(tenant, *id) {
+                        render_execution(state, tenant, e, &mut out);
+                    }
+                }
+                // Capabilities enter a tenant's namespace when one of its executions uses them.
+                Touched::Capability(..) => {}
+            }
+        }
+    }
+    out
+}
+
+impl<G: GraphStore> Projection for GraphView<G> {
+    fn name(&self) -> &'static str {
+        "graph_view"
+    }
+
+    async fn applied_lsn(&mut self) -> Result<Lsn> {
+        self.store.applied_lsn()
+    }
+
+    async fn write(&mut self, state: &State, batch: &Batch) -> Result<()> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.store.commit(&render_batch(state, batch))
+    }
+
+    async fn clear(&mut self) -> Result<()> {
+        self.store.clear()
+    }
+}
+
+/// A traversal's answer (CONTRACT section 5).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Traversal {
+    pub vertices: Vec<Value>,
+    pub edges: Vec<Value>,
+    /// A limit cut the traversal short.
+    pub truncated: bool,
+}
+
+/// Splits `collection/key` and checks both parts.
+pub fn parse_vertex_id(id: &str) -> Result<(&str, &str)> {
+    let (collection, key) = id
+        .split_once('/')
+        .ok_or_else(|| Error::Query(format!("{id:?} is not COLLECTION/KEY")))?;
+    let ok = |s: &str| {
+        !s.is_empty()
+            && s.len() <= 256
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_-.@:".contains(&b))
+    };
+    if !ok(collection) || !ok(key) {
+        return Err(Error::Query(format!("{id:?} is not a valid vertex id")));
+    }
+    Ok((collection, key))
+}
+
+/// Breadth-first traversal from `start` up to `depth` hops, within `tenant`.
+pub fn traverse<G: GraphStore + ?Sized>(
+    store: &G,
+    tenant: &str,
+    start: &str,
+    direction: Direction,
+    depth: u32,
+) -> Result<Option<Traversal>> {
+    parse_vertex_id(start)?;
+    if depth > TRAVERSE_DEPTH_MAX {
+        return Err(Error::Query(format!(
+            "depth {depth} exceeds the limit of {TRAVERSE_DEPTH_MAX}"
+        )));
+    }
+    let Some(first) = store.vertex(tenant, start)? else {
+        return Ok(None);
+    };
+    let mut seen = BTreeSet::from([start.to_string()]);
+    let mut vertices = vec![first];
+    let mut edges = BTreeMap::new();
+    let mut truncated = false;
+    let mut queue = VecDeque::from([(start.to_string(), 0)]);
+    'walk: while let Some((id, level)) = queue.pop_front() {
+        if level == depth {
+            continue;
+        }
+        for edge in store.edges(tenant, &id, direction, TRAVERSE_EDGES_MAX + 1)? {
+            if edges.len() >= TRAVERSE_EDGES_MAX {
+                truncated = true;
+                break 'walk;
+            }
+            let next = if edge.from == id {
+                edge.to.clone()
+            } else {
+                edge.from.clone()
+            };
+            edges.insert(edge.key(), edge.to_json());
+            if seen.contains(&next) {
+                continue;
+            }
+            if vertices.len() >= TRAVERSE_VERTICES_MAX {
+                truncated = true;
+                break 'walk;
+            }
+            seen.insert(next.clone());
+            if let Some(doc) = store.vertex(tenant, &next)? {
+                vertices.push(doc);
+            }
+            queue.push_back((next, level + 1));
+        }
+    }
+    Ok(Some(Traversal {
+        vertices,
+        edges: edges.into_values().collect(),
+        truncated,
+    }))
+}

@@ -1,0 +1,408 @@
+//! The projection runner: tails the log's durable events, folds them in batches and hands each
+//! batch to its projection, which stores the batch's last LSN atomically with its writes.
+//!
+//! A failing projection (Redis down, disk full) never touches ingestion: the runner only
+//! reads the log. It keeps the failed batch, backs off (doubling from
+//! [`RunnerConfig::backoff_min`] to [`RunnerConfig::backoff_max`]) and retries; while it
+//! waits it reads no further than [`RunnerConfig::batch_events_max`] events, so its memory
+//! stays bounded however long the outage lasts.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use symphainy_engine::State;
+use symphainy_wal::{Log, Lsn};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::fold::{Batch, Fold};
+use crate::{Error, Result};
+
+/// A view of the log kept up to date by a [`Runner`].
+pub trait Projection: Send + 'static {
+    /// A stable name, used in metrics.
+    fn name(&self) -> &'static str;
+    /// The LSN up to which the projection's stored writes go (0 when empty).
+    fn applied_lsn(&mut self) -> impl Future<Output = Result<Lsn>> + Send;
+    /// Stores what `batch` changed, rendered from `state` (folded up to `batch.last_lsn`),
+    /// together with `batch.last_lsn`, atomically.
+    fn write(&mut self, state: &State, batch: &Batch) -> impl Future<Output = Result<()>> + Send;
+    /// Deletes everything the projection stored.
+    fn clear(&mut self) -> impl Future<Output = Result<()>> + Send;
+}
+
+/// Limits and pacing of a runner.
+#[derive(Clone, Debug)]
+pub struct RunnerConfig {
+    /// Most events folded into one batch (and most held while the projection is failing).
+    pub batch_events_max: usize,
+    /// First delay after a failed write; doubles up to `backoff_max`.
+    pub backoff_min: Duration,
+    pub backoff_max: Duration,
+    /// A projection behind the log that made no progress for this long is reported stalled.
+    pub stall_after: Duration,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> Self {
+        Self {
+            batch_events_max: 8_192,
+            backoff_min: Duration::from_millis(50),
+            backoff_max: Duration::from_secs(5),
+            stall_after: Duration::from_secs(5),
+        }
+    }
+}
+
+/// What a runner reports (CONTRACT section 7, `projections`).
+#[derive(Debug)]
+pub struct ProjectionStatus {
+    pub name: &'static str,
+    applied_lsn: AtomicU64,
+    events_applied: AtomicU64,
+    batches: AtomicU64,
+    errors: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    last_progress: Mutex<Instant>,
+    stall_after: Duration,
+}
+
+/// A point-in-time copy of a [`ProjectionStatus`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StatusSnapshot {
+    pub name: &'static str,
+    pub applied_lsn: Lsn,
+    /// Durable events not yet applied (LSNs are dense, so this is also the LSN distance).
+    pub lag_events: u64,
+    pub events_applied: u64,
+    pub batches: u64,
+    pub errors: u64,
+    pub last_error: Option<String>,
+    /// Behind the log with no progress for longer than the stall threshold.
+    pub stalled: bool,
+}
+
+impl ProjectionStatus {
+    fn new(name: &'static str, stall_after: Duration) -> Self {
+        Self {
+            name,
+            applied_lsn: AtomicU64::new(0),
+            events_applied: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+            last_progress: Mutex::new(Instant::now()),
+            stall_after,
+        }
+    }
+
+    fn progressed(&self, applied: Lsn, events: u64) {
+        self.applied_lsn.store(applied, Ordering::Release);
+        self.events_applied.fetch_add(events, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_error) = None;
+        *lock(&self.last_progress) = Instant::now();
+    }
+
+    fn failed(&self, error: &Error) {
+        self.errors.fetch_add(1, Ordering::Relaxed);
+        *lock(&self.last_error) = Some(error.to_string());
+    }
+
+    pub fn applied_lsn(&self) -> Lsn {
+        self.applied_lsn.load(Ordering::Acquire)
+    }
+
+    /// The status against the log's durable LSN `durable`.
+    pub fn snapshot(&self, durable: Lsn) -> StatusSnapshot {
+        let applied = self.applied_lsn();
+        let lag = durable.saturating_sub(applied);
+        StatusSnapshot {
+            name: self.name,
+            applied_lsn: applied,
+            lag_events: lag,
+            events_applied: self.events_applied.load(Ordering::Relaxed),
+            batches: self.batches.load(Ordering::Relaxed),
+            errors: self.errors.load(Ordering::Relaxed),
+            last_error: lock(&self.last_error).clone(),
+            stalled: lag > 0 && lock(&self.last_progress).elapsed() > self.stall_after,
+        }
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // Nothing panics while holding these locks; the values stay meaningful.
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A running projection.
+#[derive(Debug)]
+pub struct Runner {
+    status: Arc<ProjectionStatus>,
+    applied: watch::Receiver<Lsn>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Runner {
+    /// Starts `projection` on `log` inside the current tokio runtime. `initial` is a state
+    /// already folded from the log (the runtime's recovered state) that the runner may
+    /// start from instead of refolding the log; pass `State::default()` otherwise.
+    pub fn start<L: Log, P: Projection>(
+        log: Arc<L>,
+        projection: P,
+        initial: State,
+        config: RunnerConfig,
+    ) -> Self {
+        let status = Arc::new(ProjectionStatus::new(projection.name(), config.stall_after));
+        let (applied_tx, applied) = watch::channel(0);
+        let (stop, stop_rx) = watch::channel(false);
+        let task = tokio::spawn(run(
+            log,
+            projection,
+            initial,
+            config,
+            status.clone(),
+            applied_tx,
+            stop_rx,
+        ));
+        Self {
+            status,
+            applied,
+            stop,
+            task,
+        }
+    }
+
+    pub fn status(&self) -> &Arc<ProjectionStatus> {
+        &self.status
+    }
+
+    /// A receiver of the applied LSN.
+    pub fn applied(&self) -> watch::Receiver<Lsn> {
+        self.applied.clone()
+    }
+
+    /// Waits until the projection applied `lsn`, or `timeout` passed; true if it did.
+    pub async fn wait_applied(&self, lsn: Lsn, timeout: Duration) -> bool {
+        wait_applied(self.applied.clone(), lsn, timeout).await
+    }
+
+    /// Stops after the batch in flight (its write completes or fails as a whole).
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.task.await;
+    }
+
+    /// Kills the task at its next await point, as a crash would (tests).
+    pub fn abort(self) {
+        self.task.abort();
+    }
+}
+
+/// Waits on an applied-LSN receiver until it reaches `lsn` or `timeout` passes.
+pub async fn wait_applied(mut applied: watch::Receiver<Lsn>, lsn: Lsn, timeout: Duration) -> bool {
+    tokio::time::timeout(timeout, applied.wait_for(|a| *a >= lsn))
+        .await
+        .is_ok_and(|r| r.is_ok())
+}
+
+/// Sleeps for `delay` unless stopped first; true if stopped.
+async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+async fn run<L: Log, P: Projection>(
+    log: Arc<L>,
+    mut projection: P,
+    initial: State,
+    config: RunnerConfig,
+    status: Arc<ProjectionStatus>,
+    applied_tx: watch::Sender<Lsn>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = projection.name();
+    let mut backoff = config.backoff_min;
+    // Where the projection is.
+    let mut applied = loop {
+        match projection.applied_lsn().await {
+            Ok(lsn) => break lsn,
+            Err(e) => {
+                status.failed(&e);
+                tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection unreachable");
+                if sleep_or_stop(backoff, &mut stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(config.backoff_max);
+            }
+        }
+    };
+    if applied > log.durable_lsn() {
+        tracing::warn!(
+            projection = name,
+            applied,
+            log_lsn = log.durable_lsn(),
+            "projection is ahead of the log (it was built from another data directory?); rebuilding it"
+        );
+        while let Err(e) = projection.clear().await {
+            status.failed(&e);
+            if sleep_or_stop(backoff, &mut stop).await {
+                return;
+            }
+            backoff = (backoff * 2).min(config.backoff_max);
+        }
+        applied = 0;
+    }
+    // Fold up to the checkpoint without writing.
+    let mut fold = if initial.last_lsn <= applied {
+        Fold::from_state(initial)
+    } else {
+        Fold::default()
+    };
+    let mut cursor = log.cursor(fold.lsn() + 1);
+    while fold.lsn() < applied {
+        let want = (applied - fold.lsn()).min(config.batch_events_max as u64) as usize;
+        let mut failure = None;
+        let seen = cursor.visit(want, |lsn, meta, payload| {
+            if failure.is_none()
+                && let Err(e) = fold.apply_silently(lsn, meta, payload)
+            {
+                failure = Some(e);
+            }
+        });
+        if let Some(e) = failure.or_else(|| seen.err().map(Error::from)) {
+            status.failed(&e);
+            tracing::error!(projection = name, error = %e, "projection cannot read the log; it stops");
+            return;
+        }
+    }
+    status.progressed(applied, 0);
+    let _ = applied_tx.send(applied);
+    tracing::info!(
+        projection = name,
+        applied_lsn = applied,
+        "projection running"
+    );
+    let mut durable = log.subscribe();
+    let mut pending: Option<Batch> = None;
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        // Read more unless a failed batch is already full.
+        let held = pending.as_ref().map_or(0, Batch::events) as usize;
+        if held < config.batch_events_max {
+            if let Some(batch) = pending.take() {
+                fold.restore_batch(batch);
+            }
+            let mut failure = None;
+            let seen = cursor.visit(config.batch_events_max - held, |lsn, meta, payload| {
+                if failure.is_none()
+                    && let Err(e) = fold.apply_record(lsn, meta, payload)
+                {
+                    failure = Some(e);
+                }
+            });
+            if let Some(e) = failure.or_else(|| seen.err().map(Error::from)) {
+                status.failed(&e);
+                tracing::error!(projection = name, error = %e, "projection cannot read the log; it stops");
+                return;
+            }
+            let batch = fold.take_batch();
+            if !batch.is_empty() {
+                pending = Some(batch);
+            }
+        }
+        let Some(batch) = pending.take() else {
+            // Caught up: wait for the log to grow.
+            durable.mark_unchanged();
+            if cursor.next_lsn() <= log.durable_lsn() {
+                continue;
+            }
+            tokio::select! {
+                changed = durable.changed() => if changed.is_err() { return },
+                _ = stop.wait_for(|s| *s) => return,
+            }
+            continue;
+        };
+        match projection.write(fold.state(), &batch).await {
+            Ok(()) => {
+                status.progressed(batch.last_lsn, batch.events());
+                let _ = applied_tx.send(batch.last_lsn);
+                if backoff > config.backoff_min {
+                    tracing::info!(
+                        projection = name,
+                        applied_lsn = batch.last_lsn,
+                        "projection recovered"
+                    );
+                }
+                backoff = config.backoff_min;
+            }
+            Err(e) => {
+                status.failed(&e);
+                tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection write failed; retrying");
+                pending = Some(batch);
+                if sleep_or_stop(backoff, &mut stop).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(config.backoff_max);
+            }
+        }
+    }
+}
+
+/// What a rebuild did.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub batches: u64,
+    pub last_lsn: Lsn,
+    pub seconds: f64,
+}
+
+/// Deletes the projection and rebuilds it from every record `cursor` yields (to its end),
+/// in batches of `batch_events`. `progress` is called after each batch with the last LSN.
+pub async fn rebuild<P: Projection>(
+    projection: &mut P,
+    cursor: &mut symphainy_wal::Cursor,
+    batch_events: usize,
+    mut progress: impl FnMut(Lsn),
+) -> Result<RebuildReport> {
+    let started = Instant::now();
+    projection.clear().await?;
+    let mut fold = Fold::default();
+    let (mut events, mut batches) = (0, 0);
+    loop {
+        let mut failure = None;
+        let seen = cursor.visit(batch_events.max(1), |lsn, meta, payload| {
+            if failure.is_none()
+                && let Err(e) = fold.apply_record(lsn, meta, payload)
+            {
+                failure = Some(e);
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if seen == 0 {
+            break;
+        }
+        let batch = fold.take_batch();
+        projection.write(fold.state(), &batch).await?;
+        events += batch.events();
+        batches += 1;
+        progress(batch.last_lsn);
+    }
+    Ok(RebuildReport {
+        events,
+        batches,
+        last_lsn: fold.lsn(),
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
