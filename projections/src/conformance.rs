@@ -81,6 +81,27 @@ pub async fn state_store(store: &StateStore) {
     assert_eq!(store.get(&k("c")).await.unwrap(), Some("3".into()));
     assert_eq!(store.get(&k("a")).await.unwrap(), Some("text".into()));
 
+    // Swap reports the value it replaced, in order, across transactions.
+    let swaps = store
+        .commit(&[
+            Tx {
+                writes: vec![Write::Swap(k("s"), "1".into()), set(&k("x"), "y")],
+            },
+            Tx {
+                writes: vec![Write::Swap(k("s"), "2".into())],
+            },
+        ])
+        .await
+        .unwrap();
+    assert_eq!(swaps, [None, Some("1".to_string())]);
+    assert_eq!(store.get(&k("s")).await.unwrap(), Some("2".into()));
+    store
+        .commit(&[Tx {
+            writes: vec![Write::Delete(k("s")), Write::Delete(k("x"))],
+        }])
+        .await
+        .unwrap();
+
     // A commit larger than one pipeline.
     let big: Vec<Tx> = (0..600)
         .map(|t| Tx {

@@ -24,6 +24,7 @@ pub mod graph;
 pub mod runner;
 pub mod store;
 pub mod surface;
+pub mod testing;
 
 pub use fold::{Batch, Fold, Touched};
 pub use graph::{GraphStore, GraphView, SledGraph};
@@ -46,6 +47,11 @@ pub enum Error {
     Decode { lsn: u64, reason: String },
     #[error("stored value at {key} is not valid: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error(
+        "the projection store lost writes: its checkpoint is {found:?}, {expected} was written \
+         (restarted without persistence?); it is rebuilt from the log"
+    )]
+    Diverged { expected: u64, found: Option<u64> },
     #[error("rendering a view: {0}")]
     Render(String),
     #[error("bad query: {0}")]

@@ -218,6 +218,15 @@ async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> boo
     stopped || *stop.borrow()
 }
 
+/// Why a runner session ended.
+enum Ended {
+    Stopped,
+    /// The store's checkpoint is not what the runner wrote: start over from the store.
+    Resync {
+        clear: bool,
+    },
+}
+
 async fn run<L: Log, P: Projection>(
     log: Arc<L>,
     mut projection: P,
@@ -227,131 +236,197 @@ async fn run<L: Log, P: Projection>(
     applied_tx: watch::Sender<Lsn>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let name = projection.name();
-    let mut backoff = config.backoff_min;
-    // Where the projection is.
-    let mut applied = loop {
-        match projection.applied_lsn().await {
-            Ok(lsn) => break lsn,
-            Err(e) => {
-                status.failed(&e);
-                tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection unreachable");
-                if sleep_or_stop(backoff, &mut stop).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(config.backoff_max);
-            }
-        }
-    };
-    if applied > log.durable_lsn() {
-        tracing::warn!(
-            projection = name,
-            applied,
-            log_lsn = log.durable_lsn(),
-            "projection is ahead of the log (it was built from another data directory?); rebuilding it"
-        );
-        while let Err(e) = projection.clear().await {
-            status.failed(&e);
-            if sleep_or_stop(backoff, &mut stop).await {
-                return;
-            }
-            backoff = (backoff * 2).min(config.backoff_max);
-        }
-        applied = 0;
-    }
-    // Fold up to the checkpoint without writing.
-    let mut fold = if initial.last_lsn <= applied {
-        Fold::from_state(initial)
-    } else {
-        Fold::default()
-    };
-    let mut cursor = log.cursor(fold.lsn() + 1);
-    while fold.lsn() < applied {
-        let want = (applied - fold.lsn()).min(config.batch_events_max as u64) as usize;
-        let mut failure = None;
-        let seen = cursor.visit(want, |lsn, meta, payload| {
-            if failure.is_none()
-                && let Err(e) = fold.apply_silently(lsn, meta, payload)
-            {
-                failure = Some(e);
-            }
-        });
-        if let Some(e) = failure.or_else(|| seen.err().map(Error::from)) {
-            status.failed(&e);
-            tracing::error!(projection = name, error = %e, "projection cannot read the log; it stops");
-            return;
-        }
-    }
-    status.progressed(applied, 0);
-    let _ = applied_tx.send(applied);
-    tracing::info!(
-        projection = name,
-        applied_lsn = applied,
-        "projection running"
-    );
-    let mut durable = log.subscribe();
-    let mut pending: Option<Batch> = None;
+    let mut initial = Some(initial);
+    let mut clear = false;
     loop {
-        if *stop.borrow() {
-            return;
+        let session = Session {
+            log: &log,
+            config: &config,
+            status: &status,
+            applied_tx: &applied_tx,
+            name: projection.name(),
+            backoff: config.backoff_min,
+        };
+        match session
+            .run(
+                &mut projection,
+                initial.take().unwrap_or_default(),
+                clear,
+                &mut stop,
+            )
+            .await
+        {
+            Ended::Stopped => return,
+            Ended::Resync { clear: c } => clear = c,
         }
-        // Read more unless a failed batch is already full.
-        let held = pending.as_ref().map_or(0, Batch::events) as usize;
-        if held < config.batch_events_max {
-            if let Some(batch) = pending.take() {
-                fold.restore_batch(batch);
+    }
+}
+
+/// One pass of a runner: find the checkpoint, fold up to it, then tail the log.
+struct Session<'a, L: Log> {
+    log: &'a Arc<L>,
+    config: &'a RunnerConfig,
+    status: &'a ProjectionStatus,
+    applied_tx: &'a watch::Sender<Lsn>,
+    name: &'static str,
+    backoff: Duration,
+}
+
+impl<L: Log> Session<'_, L> {
+    /// Records a failure and sleeps the backoff; true if stopped meanwhile.
+    async fn fail(&mut self, e: &Error, what: &str, stop: &mut watch::Receiver<bool>) -> bool {
+        self.status.failed(e);
+        tracing::warn!(projection = self.name, error = %e, retry_in_ms = self.backoff.as_millis() as u64, "{what}");
+        let stopped = sleep_or_stop(self.backoff, stop).await;
+        self.backoff = (self.backoff * 2).min(self.config.backoff_max);
+        stopped
+    }
+
+    async fn run<P: Projection>(
+        mut self,
+        projection: &mut P,
+        initial: State,
+        mut clear: bool,
+        stop: &mut watch::Receiver<bool>,
+    ) -> Ended {
+        let name = self.name;
+        let log = self.log.clone();
+        // Where the projection is.
+        let applied = loop {
+            if clear {
+                match projection.clear().await {
+                    Ok(()) => clear = false,
+                    Err(e) => {
+                        if self.fail(&e, "clearing the projection failed", stop).await {
+                            return Ended::Stopped;
+                        }
+                        continue;
+                    }
+                }
             }
+            match projection.applied_lsn().await {
+                Ok(lsn) if lsn > log.durable_lsn() => {
+                    tracing::warn!(
+                        projection = name,
+                        applied = lsn,
+                        log_lsn = log.durable_lsn(),
+                        "projection is ahead of the log (built from another data directory?); rebuilding it"
+                    );
+                    clear = true;
+                }
+                Ok(lsn) => break lsn,
+                Err(e) => {
+                    if self.fail(&e, "projection unreachable", stop).await {
+                        return Ended::Stopped;
+                    }
+                }
+            }
+        };
+        // Fold up to the checkpoint without writing.
+        let mut fold = if initial.last_lsn <= applied {
+            Fold::from_state(initial)
+        } else {
+            Fold::default()
+        };
+        let mut cursor = log.cursor(fold.lsn() + 1);
+        while fold.lsn() < applied {
+            let want = (applied - fold.lsn()).min(self.config.batch_events_max as u64) as usize;
             let mut failure = None;
-            let seen = cursor.visit(config.batch_events_max - held, |lsn, meta, payload| {
+            let seen = cursor.visit(want, |lsn, meta, payload| {
                 if failure.is_none()
-                    && let Err(e) = fold.apply_record(lsn, meta, payload)
+                    && let Err(e) = fold.apply_silently(lsn, meta, payload)
                 {
                     failure = Some(e);
                 }
             });
             if let Some(e) = failure.or_else(|| seen.err().map(Error::from)) {
-                status.failed(&e);
+                self.status.failed(&e);
                 tracing::error!(projection = name, error = %e, "projection cannot read the log; it stops");
-                return;
-            }
-            let batch = fold.take_batch();
-            if !batch.is_empty() {
-                pending = Some(batch);
+                return Ended::Stopped;
             }
         }
-        let Some(batch) = pending.take() else {
-            // Caught up: wait for the log to grow.
-            durable.mark_unchanged();
-            if cursor.next_lsn() <= log.durable_lsn() {
+        self.status.progressed(applied, 0);
+        let _ = self.applied_tx.send(applied);
+        tracing::info!(
+            projection = name,
+            applied_lsn = applied,
+            "projection running"
+        );
+        let mut durable = log.subscribe();
+        let mut pending: Option<Batch> = None;
+        loop {
+            if *stop.borrow() {
+                return Ended::Stopped;
+            }
+            // Read more unless a failed batch is already full.
+            let held = pending.as_ref().map_or(0, Batch::events) as usize;
+            if held < self.config.batch_events_max {
+                if let Some(batch) = pending.take() {
+                    fold.restore_batch(batch);
+                }
+                let mut failure = None;
+                let seen =
+                    cursor.visit(self.config.batch_events_max - held, |lsn, meta, payload| {
+                        if failure.is_none()
+                            && let Err(e) = fold.apply_record(lsn, meta, payload)
+                        {
+                            failure = Some(e);
+                        }
+                    });
+                if let Some(e) = failure.or_else(|| seen.err().map(Error::from)) {
+                    self.status.failed(&e);
+                    tracing::error!(projection = name, error = %e, "projection cannot read the log; it stops");
+                    return Ended::Stopped;
+                }
+                let batch = fold.take_batch();
+                if !batch.is_empty() {
+                    pending = Some(batch);
+                }
+            }
+            let Some(batch) = pending.take() else {
+                // Caught up: wait for the log to grow.
+                durable.mark_unchanged();
+                if cursor.next_lsn() <= log.durable_lsn() {
+                    continue;
+                }
+                tokio::select! {
+                    changed = durable.changed() => if changed.is_err() { return Ended::Stopped },
+                    _ = stop.wait_for(|s| *s) => return Ended::Stopped,
+                }
                 continue;
-            }
-            tokio::select! {
-                changed = durable.changed() => if changed.is_err() { return },
-                _ = stop.wait_for(|s| *s) => return,
-            }
-            continue;
-        };
-        match projection.write(fold.state(), &batch).await {
-            Ok(()) => {
-                status.progressed(batch.last_lsn, batch.events());
-                let _ = applied_tx.send(batch.last_lsn);
-                if backoff > config.backoff_min {
-                    tracing::info!(
-                        projection = name,
-                        applied_lsn = batch.last_lsn,
-                        "projection recovered"
-                    );
+            };
+            match projection.write(fold.state(), &batch).await {
+                Ok(()) => {
+                    self.status.progressed(batch.last_lsn, batch.events());
+                    let _ = self.applied_tx.send(batch.last_lsn);
+                    if self.backoff > self.config.backoff_min {
+                        tracing::info!(
+                            projection = name,
+                            applied_lsn = batch.last_lsn,
+                            "projection recovered"
+                        );
+                    }
+                    self.backoff = self.config.backoff_min;
                 }
-                backoff = config.backoff_min;
-            }
-            Err(e) => {
-                status.failed(&e);
-                tracing::warn!(projection = name, error = %e, retry_in_ms = backoff.as_millis() as u64, "projection write failed; retrying");
-                pending = Some(batch);
-                if sleep_or_stop(backoff, &mut stop).await {
-                    return;
+                Err(Error::Diverged { expected, found }) => {
+                    let e = Error::Diverged { expected, found };
+                    self.status.failed(&e);
+                    tracing::warn!(projection = name, error = %e, "projection store diverged from the log");
+                    // Behind what was written: the store lost writes, start it over. Ahead:
+                    // an earlier attempt of this batch landed after all; resume from there.
+                    return Ended::Resync {
+                        clear: found.unwrap_or(0) < expected,
+                    };
                 }
-                backoff = (backoff * 2).min(config.backoff_max);
+                Err(e) => {
+                    pending = Some(batch);
+                    if self
+                        .fail(&e, "projection write failed; retrying", stop)
+                        .await
+                    {
+                        return Ended::Stopped;
+                    }
+                }
             }
         }
     }

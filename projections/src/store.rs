@@ -37,6 +37,9 @@ pub enum Write {
     Set(String, String),
     IncrBy(String, i64),
     Delete(String),
+    /// Sets the key and reports the value it replaced (Redis `SET key value GET`): how a
+    /// checkpoint notices that the store lost writes (a Redis restarted without persistence).
+    Swap(String, String),
 }
 
 /// Writes applied atomically.
@@ -57,7 +60,9 @@ impl OpCounts {
     fn count(&self, tx: &Tx) {
         for w in &tx.writes {
             match w {
-                Write::Set(..) | Write::IncrBy(..) => self.set.fetch_add(1, Ordering::Relaxed),
+                Write::Set(..) | Write::IncrBy(..) | Write::Swap(..) => {
+                    self.set.fetch_add(1, Ordering::Relaxed)
+                }
                 Write::Delete(..) => self.delete.fetch_add(1, Ordering::Relaxed),
             };
         }
@@ -97,8 +102,9 @@ impl StateStore {
         }
     }
 
-    /// Applies `txs` in order, each atomically.
-    pub async fn commit(&self, txs: &[Tx]) -> Result<()> {
+    /// Applies `txs` in order, each atomically; returns the replaced values of the
+    /// [`Write::Swap`]s, in order.
+    pub async fn commit(&self, txs: &[Tx]) -> Result<Vec<Option<String>>> {
         match self {
             Self::Memory(m) => m.commit(txs),
             Self::Redis(r) => r.commit(txs).await,
@@ -157,9 +163,10 @@ impl MemoryStore {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn commit(&self, txs: &[Tx]) -> Result<()> {
+    fn commit(&self, txs: &[Tx]) -> Result<Vec<Option<String>>> {
         let mut map = self.lock();
         let mut failure = None;
+        let mut swapped = Vec::new();
         for tx in txs {
             // As in Redis' EXEC: a write that fails (INCRBY of a non-integer) is reported,
             // the transaction's other writes still apply, and nothing else sees it half done.
@@ -182,11 +189,12 @@ impl MemoryStore {
                     Write::Delete(k) => {
                         map.remove(k);
                     }
+                    Write::Swap(k, v) => swapped.push(map.insert(k.clone(), v.clone())),
                 }
             }
             self.ops.count(tx);
         }
-        failure.map_or(Ok(()), Err)
+        failure.map_or(Ok(swapped), Err)
     }
 
     fn get_many(&self, keys: &[String]) -> Vec<Option<String>> {
@@ -244,38 +252,51 @@ impl RedisStore {
         })
     }
 
-    async fn commit(&self, txs: &[Tx]) -> Result<()> {
+    async fn commit(&self, txs: &[Tx]) -> Result<Vec<Option<String>>> {
         let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        let mut commands = 0;
-        for tx in txs {
-            pipe.cmd("MULTI").ignore();
-            for w in &tx.writes {
-                match w {
-                    Write::Set(k, v) => pipe.cmd("SET").arg(k).arg(v).ignore(),
-                    Write::IncrBy(k, by) => pipe.cmd("INCRBY").arg(k).arg(*by).ignore(),
-                    Write::Delete(k) => pipe.cmd("DEL").arg(k).ignore(),
-                };
+        let mut swapped = Vec::new();
+        let mut start = 0;
+        while start < txs.len() {
+            // One pipeline of whole transactions, up to about PIPELINE_COMMANDS_MAX commands.
+            let mut end = start;
+            let mut commands = 0;
+            let mut pipe = redis::pipe();
+            while end < txs.len() && (end == start || commands < PIPELINE_COMMANDS_MAX) {
+                pipe.cmd("MULTI").ignore();
+                for w in &txs[end].writes {
+                    match w {
+                        Write::Set(k, v) => pipe.cmd("SET").arg(k).arg(v).ignore(),
+                        Write::IncrBy(k, by) => pipe.cmd("INCRBY").arg(k).arg(*by).ignore(),
+                        Write::Delete(k) => pipe.cmd("DEL").arg(k).ignore(),
+                        Write::Swap(k, v) => pipe.cmd("SET").arg(k).arg(v).arg("GET").ignore(),
+                    };
+                }
+                // EXEC's answer holds each queued command's outcome.
+                pipe.cmd("EXEC");
+                commands += txs[end].writes.len() + 2;
+                end += 1;
             }
-            // EXEC's answer holds each queued command's outcome: an error inside the
-            // transaction surfaces here.
-            pipe.cmd("EXEC");
-            commands += tx.writes.len() + 2;
-            if commands >= PIPELINE_COMMANDS_MAX {
-                let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-                check_exec_answers(&answers)?;
-                pipe = redis::pipe();
-                commands = 0;
-            }
-        }
-        if commands > 0 {
             let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
-            check_exec_answers(&answers)?;
+            for (tx, answer) in txs[start..end].iter().zip(&answers) {
+                let items = exec_items(answer)?;
+                for (w, item) in tx.writes.iter().zip(items) {
+                    if let Write::Swap(..) = w {
+                        swapped.push(match item {
+                            redis::Value::Nil => None,
+                            other => Some(
+                                redis::from_redis_value_ref::<String>(other)
+                                    .map_err(|e| Error::Store(e.to_string()))?,
+                            ),
+                        });
+                    }
+                }
+            }
+            start = end;
         }
         for tx in txs {
             self.ops.count(tx);
         }
-        Ok(())
+        Ok(swapped)
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
@@ -354,21 +375,19 @@ impl RedisStore {
     }
 }
 
-/// Fails if any `EXEC` answer holds an error (a queued command that failed at run time) or
-/// is nil (the transaction was aborted).
-fn check_exec_answers(answers: &[redis::Value]) -> Result<()> {
-    for answer in answers {
-        match answer {
-            redis::Value::Array(items) => {
-                for item in items {
-                    if let redis::Value::ServerError(e) = item {
-                        return Err(Error::Store(format!("a write inside EXEC failed: {e:?}")));
-                    }
+/// The items of an `EXEC` answer; fails if one holds an error (a queued command that failed
+/// at run time) or the transaction was aborted.
+fn exec_items(answer: &redis::Value) -> Result<&[redis::Value]> {
+    match answer {
+        redis::Value::Array(items) => {
+            for item in items {
+                if let redis::Value::ServerError(e) = item {
+                    return Err(Error::Store(format!("a write inside EXEC failed: {e:?}")));
                 }
             }
-            redis::Value::Nil => return Err(Error::Store("a transaction was aborted".into())),
-            _ => {}
+            Ok(items)
         }
+        redis::Value::Nil => Err(Error::Store("a transaction was aborted".into())),
+        other => Err(Error::Store(format!("unexpected EXEC answer {other:?}"))),
     }
-    Ok(())
 }

@@ -173,13 +173,23 @@ impl Projection for StateSurface {
             advanced.push((tenant.clone(), last));
         }
         txs.push(Tx {
-            writes: vec![Write::Set(
+            writes: vec![Write::Swap(
                 GLOBAL_CHECKPOINT_KEY.into(),
                 batch.last_lsn.to_string(),
             )],
         });
         match self.store.commit(&txs).await {
-            Ok(()) => {
+            Ok(swapped) => {
+                // The checkpoint replaced must be the one this batch continues from.
+                let found = swapped.into_iter().next().flatten();
+                let found = found
+                    .map(|v| parse_lsn(GLOBAL_CHECKPOINT_KEY, Some(v)))
+                    .transpose()?;
+                let expected = batch.first_lsn - 1;
+                if found.unwrap_or(0) != expected {
+                    self.known.clear();
+                    return Err(Error::Diverged { expected, found });
+                }
                 self.known.extend(advanced);
                 Ok(())
             }

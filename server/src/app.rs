@@ -44,6 +44,11 @@ pub struct Limits {
     pub wal_page_max: usize,
     /// Records scanned for one WAL page before answering with what was found. Default 100,000.
     pub wal_scan_max: usize,
+    /// How long a read waits for the state surface to apply what is durable before the
+    /// runtime answers it instead. Default 1,000 ms.
+    pub state_read_wait_ms: u64,
+    /// Largest `depth` of `/graph/traverse`. Default (and most) 5.
+    pub graph_depth_max: u32,
 }
 
 impl Default for Limits {
@@ -58,6 +63,8 @@ impl Default for Limits {
             wait_ms_max: 30_000,
             wal_page_max: 1_000,
             wal_scan_max: 100_000,
+            state_read_wait_ms: 1_000,
+            graph_depth_max: symphainy_projections::graph::TRAVERSE_DEPTH_MAX,
         }
     }
 }
@@ -66,6 +73,7 @@ impl Default for Limits {
 pub struct AppState {
     pub runtime: Arc<Runtime<Wal>>,
     pub wal: Arc<Wal>,
+    pub projections: crate::views::Projections,
     pub keys: Keys,
     pub limits: Limits,
     pub policy: Policy,
@@ -91,6 +99,7 @@ impl AppState {
     pub fn new(
         runtime: Arc<Runtime<Wal>>,
         wal: Arc<Wal>,
+        projections: crate::views::Projections,
         keys: Keys,
         limits: Limits,
         policy: Policy,
@@ -103,6 +112,7 @@ impl AppState {
         Self {
             runtime,
             wal,
+            projections,
             keys,
             limits,
             policy,

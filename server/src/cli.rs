@@ -76,11 +76,6 @@ pub async fn main() -> anyhow::Result<()> {
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
     config.limits.body_bytes_max = args.body_bytes_max;
     config.snapshot_every_events = args.snapshot_every_events;
-    if config.redis_url.is_some() {
-        tracing::warn!(
-            "--redis-url is accepted but the Redis state surface is not wired yet; state stays in memory"
-        );
-    }
     let running = crate::start(config).await?;
     println!("listening on http://{}", running.addr);
     println!("admin UI: http://{}/ui", running.addr);
@@ -88,6 +83,10 @@ pub async fn main() -> anyhow::Result<()> {
         Some(path) => println!("admin token: in {}", path.display()),
         None => println!("admin token: as given by --admin-token"),
     }
+    println!(
+        "state surface: {}",
+        running.state.projections.store.describe()
+    );
     shutdown_signal().await?;
     tracing::info!("shutting down: no new requests; in-flight requests finish");
     running.shutdown().await?;

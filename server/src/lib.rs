@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod openapi;
 pub mod policy;
 pub mod routes;
+pub mod views;
 pub mod ws;
 
 use std::net::SocketAddr;
@@ -87,6 +88,7 @@ impl Running {
             Ok(joined) => joined.context("server task")?.context("serving")?,
             Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
+        self.state.projections.flush();
         Ok(())
     }
 }
@@ -126,8 +128,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             config.snapshot_every_events,
         )
     });
-    let registry = Arc::new(default_registry().context("registering capabilities")?);
     let clock = Arc::new(SystemClock);
+    let projections = views::Projections::start(
+        wal.clone(),
+        &state,
+        config.redis_url.as_deref(),
+        &data_dir.join("graph"),
+        &symphainy_engine::id::Clock::now_ms(clock.as_ref()).to_string(),
+    )?;
+    let registry = Arc::new(default_registry().context("registering capabilities")?);
     let runtime = Runtime::start_with_state(
         wal.clone(),
         state,
@@ -141,6 +150,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let state = Arc::new(AppState::new(
         runtime,
         wal,
+        projections,
         keys,
         config.limits.clone(),
         config.policy,

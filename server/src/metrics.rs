@@ -2,9 +2,10 @@
 //! own execution, step and event counts, node-wide WAL figures) and `/metrics` in the
 //! Prometheus text format (no token, no tenant labels). Both are built from one snapshot.
 //!
-//! The state surface today is the runtime's in-memory fold: `state.ops.get` counts reads,
-//! `set` counts applied events, `delete` is 0 (nothing is deleted), `state.keys` counts
-//! tenants, sessions and executions.
+//! `state.ops` counts the state surface's store operations (a SET or INCRBY is a `set`),
+//! `state.keys` is the store's key count (Redis: `DBSIZE`), `state.fallback_reads` the reads
+//! the runtime answered because the surface could not. `projections` has, per projection,
+//! its applied LSN, lag, errors and whether it is stalled.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,18 +23,16 @@ use crate::error::AppError;
 use crate::policy::Action;
 
 /// The figures, filtered to `tenant` when given.
-pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
+pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
     let stats = state.wal.stats();
     let report = state.wal.recovery_report();
     let uptime = state.started_at.elapsed().as_secs_f64().max(0.001);
     let appended_bytes = stats.bytes.load(Ordering::Relaxed);
     let mut by_type: BTreeMap<&str, u64> = BTreeMap::new();
-    let mut applied = 0;
     for (t, kind, n) in state.runtime.metrics().events() {
         if tenant.is_none_or(|want| want == t) {
             *by_type.entry(kind).or_default() += n;
         }
-        applied += n;
     }
     let mut steps = serde_json::Map::new();
     for (capability, step, count, success, failure, p50, p99) in state.runtime.metrics().steps() {
@@ -42,7 +41,7 @@ pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
             json!({"count": count, "success": success, "failure": failure, "p50_ms": p50, "p99_ms": p99}),
         );
     }
-    let (by_status, keys) = state.runtime.peek(|s| {
+    let by_status = state.runtime.peek(|s| {
         let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
         for e in s
             .executions
@@ -51,11 +50,14 @@ pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
         {
             *by_status.entry(e.status.name()).or_default() += 1;
         }
-        (
-            by_status,
-            s.tenants.len() + s.sessions.len() + s.executions.len(),
-        )
+        by_status
     });
+    let projections = &state.projections;
+    let keys = tokio::time::timeout(KEY_COUNT_WAIT, projections.store.key_count())
+        .await
+        .ok()
+        .and_then(|r| r.ok());
+    let ops = projections.store.ops();
     let durable = state.wal.durable_lsn();
     json!({
         "wal": {
@@ -72,12 +74,34 @@ pub fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
         "saga": { "steps": if tenant.is_some() { json!({}) } else { Value::Object(steps) } },
         "executions_by_status": by_status,
         "state": {
-            "ops": { "get": state.runtime.metrics().reads(), "set": applied, "delete": 0 },
+            "backend": projections.store.describe(),
+            "ops": {
+                "get": ops.get.load(Ordering::Relaxed),
+                "set": ops.set.load(Ordering::Relaxed),
+                "delete": ops.delete.load(Ordering::Relaxed),
+            },
             "keys": keys,
+            "fallback_reads": projections.fallback_reads.load(Ordering::Relaxed),
         },
         "projections": {
-            "runtime_state": { "applied_lsn": durable, "lag_events": 0 },
+            "state_surface": projection(projections.surface.status().snapshot(durable)),
+            "graph_view": projection(projections.graph_runner.status().snapshot(durable)),
         },
+    })
+}
+
+/// How long the metrics wait for the store's key count before leaving it null.
+const KEY_COUNT_WAIT: std::time::Duration = std::time::Duration::from_millis(200);
+
+fn projection(p: symphainy_projections::StatusSnapshot) -> Value {
+    json!({
+        "applied_lsn": p.applied_lsn,
+        "lag_events": p.lag_events,
+        "events_applied": p.events_applied,
+        "batches": p.batches,
+        "errors": p.errors,
+        "last_error": p.last_error,
+        "stalled": p.stalled,
     })
 }
 
@@ -90,7 +114,7 @@ pub async fn json(
         Principal::Admin => None,
         Principal::Tenant(t) => Some(t.tenant_id.clone()),
     };
-    Ok(axum::Json(snapshot(&state, tenant.as_deref())).into_response())
+    Ok(axum::Json(snapshot(&state, tenant.as_deref()).await).into_response())
 }
 
 fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Display) {
@@ -98,7 +122,7 @@ fn line(out: &mut String, name: &str, labels: &str, value: impl std::fmt::Displa
 }
 
 pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
-    let v = snapshot(&state, None);
+    let v = snapshot(&state, None).await;
     let mut out = String::new();
     let wal = &v["wal"];
     for (name, key) in [
@@ -183,7 +207,25 @@ pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
             &format!("{{projection=\"{name}\"}}"),
             &p["lag_events"],
         );
+        line(
+            &mut out,
+            "projection_errors_total",
+            &format!("{{projection=\"{name}\"}}"),
+            &p["errors"],
+        );
+        line(
+            &mut out,
+            "projection_stalled",
+            &format!("{{projection=\"{name}\"}}"),
+            u8::from(p["stalled"].as_bool().unwrap_or(false)),
+        );
     }
+    line(
+        &mut out,
+        "state_fallback_reads_total",
+        "",
+        &v["state"]["fallback_reads"],
+    );
     (
         [(
             axum::http::header::CONTENT_TYPE,

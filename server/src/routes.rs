@@ -181,6 +181,20 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/graph/vertex/{collection}/{key}",
+        Access::Tenant,
+        "A vertex of the graph view (`_id`, `_key`, ...)",
+        200,
+    ),
+    route(
+        "GET",
+        "/graph/traverse",
+        Access::Tenant,
+        "Traverse the graph view from a vertex (direction, depth)",
+        200,
+    ),
+    route(
+        "GET",
         "/openapi.json",
         Access::Public,
         "This API's OpenAPI document",
@@ -220,6 +234,8 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/metrics") => get(crate::metrics::prometheus),
         ("GET", "/runtime/digest") => get(digest),
         ("GET", "/curator/capabilities") => get(capabilities),
+        ("GET", "/graph/vertex/{collection}/{key}") => get(graph_vertex),
+        ("GET", "/graph/traverse") => get(graph_traverse),
         ("GET", "/openapi.json") => get(openapi),
         ("GET", "/ws") => get(crate::ws::upgrade),
         ("GET", "/ui") => get(ui),
@@ -424,11 +440,25 @@ async fn get_session(
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
     tenant_access(&state, &principal)?;
-    let session = state
-        .runtime
-        .session(&principal.tenant_id, parse_id(&id)?)
-        .await?;
+    let id = parse_id(&id)?;
+    let tenant = principal.tenant_id.clone();
+    if let Some(found) = state
+        .projections
+        .read(state_read_wait(&state), |r| async move {
+            r.session(&tenant, id).await
+        })
+        .await
+    {
+        return found
+            .map(|v| axum::Json(v).into_response())
+            .ok_or_else(AppError::not_found);
+    }
+    let session = state.runtime.session(&principal.tenant_id, id).await?;
     Ok(axum::Json(view::session(&session)).into_response())
+}
+
+fn state_read_wait(state: &AppState) -> std::time::Duration {
+    std::time::Duration::from_millis(state.limits.state_read_wait_ms)
 }
 
 async fn close_session(
@@ -537,10 +567,32 @@ async fn execution_view(
     state: &AppState,
     principal: &TenantPrincipal,
     raw_id: &str,
-    render: fn(&symphainy_engine::State, &symphainy_engine::state::Execution) -> Value,
+    status_only: bool,
 ) -> Result<Response, AppError> {
     tenant_access(state, principal)?;
     let id = parse_id(raw_id)?;
+    let owned = principal.tenant_id.clone();
+    let render = if status_only {
+        view::execution_status
+    } else {
+        view::execution_record
+    };
+    let from_surface = state
+        .projections
+        .read(state_read_wait(state), |r| async move {
+            let record = r.execution_record(&owned, id).await?;
+            Ok(if status_only {
+                record.map(view::status_of_record)
+            } else {
+                record
+            })
+        })
+        .await;
+    if let Some(found) = from_surface {
+        return found
+            .map(|v| axum::Json(v).into_response())
+            .ok_or_else(AppError::not_found);
+    }
     let tenant = principal.tenant_id.as_str();
     let view = state
         .runtime
@@ -555,7 +607,7 @@ async fn execution_status(
     principal: TenantPrincipal,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    execution_view(&state, &principal, &id, view::execution_status).await
+    execution_view(&state, &principal, &id, true).await
 }
 
 async fn execution_record(
@@ -563,7 +615,7 @@ async fn execution_record(
     principal: TenantPrincipal,
     Path(id): Path<String>,
 ) -> Result<Response, AppError> {
-    execution_view(&state, &principal, &id, view::execution_record).await
+    execution_view(&state, &principal, &id, false).await
 }
 
 #[derive(Deserialize)]
@@ -669,6 +721,98 @@ async fn wal_slice(
             .await
             .map_err(AppError::internal)??;
     Ok(axum::Json(json!({ "events": events, "next_lsn": next_lsn })).into_response())
+}
+
+/// Lets the graph view apply what is durable now (bounded wait), so a caller sees its own
+/// writes; past the wait the graph answers with what it has.
+async fn graph_caught_up(state: &AppState) {
+    let target = state.wal.durable_lsn();
+    state
+        .projections
+        .graph_runner
+        .wait_applied(target, state_read_wait(state))
+        .await;
+}
+
+fn graph_error(e: symphainy_projections::Error) -> AppError {
+    match e {
+        symphainy_projections::Error::Query(message) => AppError::bad_request(message),
+        other => AppError::internal(other),
+    }
+}
+
+async fn graph_vertex(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path((collection, key)): Path<(String, String)>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let id = format!("{collection}/{key}");
+    // A malformed id names no vertex.
+    symphainy_projections::graph::parse_vertex_id(&id).map_err(|_| AppError::not_found())?;
+    graph_caught_up(&state).await;
+    let graph = state.projections.graph.clone();
+    let tenant = principal.tenant_id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        symphainy_projections::GraphStore::vertex(graph.as_ref(), &tenant, &id)
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(graph_error)?;
+    found
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(AppError::not_found)
+}
+
+#[derive(Deserialize)]
+struct TraverseQuery {
+    start: Option<String>,
+    direction: Option<String>,
+    depth: Option<String>,
+}
+
+async fn graph_traverse(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Query(query): Query<TraverseQuery>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let start = query
+        .start
+        .ok_or_else(|| AppError::bad_request("start=COLLECTION/KEY is required"))?;
+    symphainy_projections::graph::parse_vertex_id(&start).map_err(graph_error)?;
+    let direction: symphainy_projections::graph::Direction = query
+        .direction
+        .as_deref()
+        .unwrap_or("outbound")
+        .parse()
+        .map_err(graph_error)?;
+    let depth: u32 = match query.depth.as_deref() {
+        None => 1,
+        Some(d) => d
+            .parse()
+            .map_err(|_| AppError::bad_request(format!("depth must be a number, not {d:?}")))?,
+    };
+    if depth > state.limits.graph_depth_max {
+        return Err(AppError::bad_request(format!(
+            "depth {depth} exceeds the limit of {}",
+            state.limits.graph_depth_max
+        )));
+    }
+    graph_caught_up(&state).await;
+    let graph = state.projections.graph.clone();
+    let tenant = principal.tenant_id.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        symphainy_projections::graph::traverse(graph.as_ref(), &tenant, &start, direction, depth)
+    })
+    .await
+    .map_err(AppError::internal)?
+    .map_err(graph_error)?;
+    let t = found.ok_or_else(AppError::not_found)?;
+    Ok(
+        axum::Json(json!({"vertices": t.vertices, "edges": t.edges, "truncated": t.truncated}))
+            .into_response(),
+    )
 }
 
 async fn digest(State(state): Shared, _: AdminPrincipal) -> Result<Response, AppError> {

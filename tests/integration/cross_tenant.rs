@@ -20,9 +20,16 @@ struct Fixture {
 }
 
 fn fill(path: &str, f: &Fixture) -> String {
+    if path == "/graph/traverse" {
+        return format!(
+            "{path}?start=executions/{}&direction=any&depth=2",
+            f.execution
+        );
+    }
     path.replace("{session_id}", &f.session)
         .replace("{execution_id}", &f.execution)
         .replace("{token_id}", &f.token_id)
+        .replace("{collection}/{key}", &format!("executions/{}", f.execution))
 }
 
 fn body_for(path: &str, f: &Fixture) -> Option<Value> {

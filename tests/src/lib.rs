@@ -149,3 +149,123 @@ impl Drop for ServerProcess {
         let _ = self.child.wait();
     }
 }
+
+/// A private `redis-server` on a free loopback port, in a temporary directory, persisting
+/// nothing; killed when dropped. Tests never share the machine's Redis.
+#[derive(Debug)]
+pub struct RedisServer {
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<std::process::Child>,
+}
+
+/// How long a fresh `redis-server` may take to answer `PING`.
+const REDIS_START_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl RedisServer {
+    /// Starts one; fails with a clear message when `redis-server` is not installed.
+    pub fn start() -> anyhow::Result<Self> {
+        let mut last = None;
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let mut server = Self {
+                port,
+                dir: tempfile::tempdir()?,
+                child: None,
+            };
+            match server.spawn() {
+                Ok(()) => return Ok(server),
+                // The port may have been taken between picking and binding: try another.
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| anyhow::anyhow!("could not start redis-server")))
+    }
+
+    fn spawn(&mut self) -> anyhow::Result<()> {
+        use anyhow::Context as _;
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args([
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--protected-mode",
+                "yes",
+            ])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .context(
+                "cannot run redis-server: install it (Debian: apt-get install redis-server) \
+                 or run ./scripts/test.sh, which installs it",
+            )?;
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + REDIS_START_TIMEOUT;
+        loop {
+            if self.ping() {
+                return Ok(());
+            }
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
+                self.child = None;
+                anyhow::bail!(
+                    "redis-server on port {} exited at start: {status}",
+                    self.port
+                );
+            }
+            if std::time::Instant::now() > deadline {
+                self.kill();
+                anyhow::bail!("redis-server on port {} did not answer PING", self.port);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read as _, Write as _};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(std::time::Duration::from_millis(500)));
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The URL of database `db`.
+    pub fn url(&self, db: u8) -> String {
+        format!("redis://127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// Kills the server (SIGKILL): everything it held is gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again, empty, on the same port.
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.kill();
+        self.spawn()
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}

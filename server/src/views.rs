@@ -1,0 +1,112 @@
+//! The projections this node keeps: the state surface (Redis when `--redis-url` is given,
+//! else in memory) and the graph view (sled in `DATA_DIR/graph`), each with its runner.
+//!
+//! Reads of sessions and executions go to the state surface once it has applied everything
+//! durable at the time of the request (read-your-writes), waiting at most
+//! [`Limits::state_read_wait_ms`](crate::app::Limits). When the surface is failing or too far
+//! behind, the read is answered from the runtime's own fold of the same log and counted in
+//! `state.fallback_reads`: a projection outage never fails a read.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::Context;
+use serde_json::Value;
+use symphainy_engine::State;
+use symphainy_projections::graph::{GraphView, Opened, SledGraph};
+use symphainy_projections::runner::{Runner, RunnerConfig};
+use symphainy_projections::store::StateStore;
+use symphainy_projections::surface::{StateSurface, SurfaceReader};
+use symphainy_wal::{Log, Wal};
+
+/// The node's projections.
+#[derive(Debug)]
+pub struct Projections {
+    pub store: Arc<StateStore>,
+    pub reader: SurfaceReader,
+    pub surface: Runner,
+    pub graph: Arc<SledGraph>,
+    pub graph_runner: Runner,
+    /// How the graph directory was found at start.
+    pub graph_opened: Opened,
+    /// Reads the surface could not answer, answered by the runtime instead.
+    pub fallback_reads: AtomicU64,
+    wal: Arc<Wal>,
+}
+
+impl Projections {
+    /// Opens the stores and starts both runners from `recovered` (the runtime's state).
+    pub fn start(
+        wal: Arc<Wal>,
+        recovered: &State,
+        redis_url: Option<&str>,
+        graph_dir: &Path,
+        aside_suffix: &str,
+    ) -> anyhow::Result<Self> {
+        let store = Arc::new(match redis_url {
+            Some(url) => StateStore::redis(url).with_context(|| "parsing the Redis URL")?,
+            None => StateStore::memory(),
+        });
+        tracing::info!(backend = %store.describe(), "state surface");
+        let (graph, graph_opened) = SledGraph::open_or_reset(graph_dir, aside_suffix)
+            .with_context(|| format!("opening the graph view in {}", graph_dir.display()))?;
+        let graph = Arc::new(graph);
+        let surface = Runner::start(
+            wal.clone(),
+            StateSurface::new(store.clone()),
+            recovered.clone(),
+            RunnerConfig::default(),
+        );
+        let graph_runner = Runner::start(
+            wal.clone(),
+            GraphView::new(graph.clone()),
+            recovered.clone(),
+            RunnerConfig::default(),
+        );
+        Ok(Self {
+            reader: SurfaceReader::new(store.clone()),
+            store,
+            surface,
+            graph,
+            graph_runner,
+            graph_opened,
+            fallback_reads: AtomicU64::new(0),
+            wal,
+        })
+    }
+
+    /// Reads from the surface once it holds everything durable now; `None` means "ask the
+    /// runtime" (the surface is failing or did not catch up within `wait`).
+    pub async fn read<F, Fut>(&self, wait: Duration, read: F) -> Option<Option<Value>>
+    where
+        F: FnOnce(SurfaceReader) -> Fut,
+        Fut: Future<Output = symphainy_projections::Result<Option<Value>>>,
+    {
+        let healthy = self
+            .surface
+            .status()
+            .snapshot(self.wal.durable_lsn())
+            .last_error
+            .is_none();
+        let target = self.wal.durable_lsn();
+        if healthy && self.surface.wait_applied(target, wait).await {
+            match read(self.reader.clone()).await {
+                Ok(found) => return Some(found),
+                Err(e) => {
+                    tracing::warn!(error = %e, "state surface read failed; answering from the runtime")
+                }
+            }
+        }
+        self.fallback_reads.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+
+    /// Writes the graph to disk (on shutdown).
+    pub fn flush(&self) {
+        if let Err(e) = self.graph.flush() {
+            tracing::warn!(error = %e, "flushing the graph view failed");
+        }
+    }
+}
