@@ -143,6 +143,8 @@ pub struct Runner {
     status: Arc<ProjectionStatus>,
     applied: watch::Receiver<Lsn>,
     stop: watch::Sender<bool>,
+    /// Becomes true when the task has ended (and dropped its projection).
+    ended: watch::Receiver<bool>,
     task: JoinHandle<()>,
 }
 
@@ -159,19 +161,22 @@ impl Runner {
         let status = Arc::new(ProjectionStatus::new(projection.name(), config.stall_after));
         let (applied_tx, applied) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(run(
-            log,
-            projection,
-            initial,
-            config,
-            status.clone(),
-            applied_tx,
-            stop_rx,
-        ));
+        let (ended_tx, ended) = watch::channel(false);
+        let task = tokio::spawn({
+            let status = status.clone();
+            async move {
+                run(
+                    log, projection, initial, config, status, applied_tx, stop_rx,
+                )
+                .await;
+                let _ = ended_tx.send(true);
+            }
+        });
         Self {
             status,
             applied,
             stop,
+            ended,
             task,
         }
     }
@@ -190,15 +195,19 @@ impl Runner {
         wait_applied(self.applied.clone(), lsn, timeout).await
     }
 
-    /// Stops after the batch in flight (its write completes or fails as a whole).
-    pub async fn stop(self) {
+    /// Stops after the batch in flight (its write completes or fails as a whole) and waits
+    /// until the task has ended.
+    pub async fn stop(&self) {
         let _ = self.stop.send(true);
-        let _ = self.task.await;
+        let mut ended = self.ended.clone();
+        let _ = ended.wait_for(|e| *e).await;
     }
 
-    /// Kills the task at its next await point, as a crash would (tests).
-    pub fn abort(self) {
+    /// Kills the task at its next await point, as a crash would, and waits until it is gone
+    /// (tests). A write in flight may or may not have reached the store.
+    pub async fn abort(self) {
         self.task.abort();
+        let _ = self.task.await;
     }
 }
 

@@ -282,8 +282,8 @@ pub async fn incremental_vs_rebuild(
         run_workload_part(&runtime, &ops[done..upto], first).await;
         (done, first) = (upto, false);
         tokio::time::sleep(Duration::from_micros(200)).await;
-        runners.0.abort();
-        runners.1.abort();
+        runners.0.abort().await;
+        runners.1.abort().await;
         runners = start(&store, &graph);
     }
     run_workload_part(&runtime, &ops[done..], first).await;
@@ -322,11 +322,16 @@ pub async fn incremental_vs_rebuild(
     )
     .await
     .unwrap();
-    assert_eq!(
+    assert_same(
+        "state surface",
         store.dump().await.unwrap(),
-        fresh_store.dump().await.unwrap()
+        fresh_store.dump().await.unwrap(),
     );
-    assert_eq!(graph.dump().unwrap(), fresh_graph.dump().unwrap());
+    assert_same(
+        "graph view",
+        graph.dump().unwrap().into_iter().collect(),
+        fresh_graph.dump().unwrap().into_iter().collect(),
+    );
 
     // No event applied twice or skipped, per tenant, in both projections.
     let reader = SurfaceReader::new(store.clone());
@@ -356,4 +361,33 @@ async fn run_workload_part(rt: &Arc<Runtime<Wal>>, ops: &[Op], first: bool) {
     } else {
         run_more(rt, ops).await;
     }
+}
+
+/// Compares two canonical dumps, naming the first key that differs (dumps are large).
+pub fn assert_same(what: &str, live: BTreeMap<String, String>, rebuilt: BTreeMap<String, String>) {
+    if live == rebuilt {
+        return;
+    }
+    let only_live: Vec<_> = live
+        .keys()
+        .filter(|k| !rebuilt.contains_key(*k))
+        .take(3)
+        .collect();
+    let only_rebuilt: Vec<_> = rebuilt
+        .keys()
+        .filter(|k| !live.contains_key(*k))
+        .take(3)
+        .collect();
+    let differ: Vec<_> = live
+        .iter()
+        .filter(|(k, v)| rebuilt.get(*k).is_some_and(|r| r != *v))
+        .take(2)
+        .map(|(k, v)| format!("{k:?}: live {v} vs rebuilt {}", rebuilt[k]))
+        .collect();
+    panic!(
+        "{what}: incremental ({} keys) differs from rebuild ({} keys); only live: {only_live:?}; \
+         only rebuilt: {only_rebuilt:?}; values differ: {differ:?}",
+        live.len(),
+        rebuilt.len()
+    );
 }

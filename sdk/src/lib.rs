@@ -388,6 +388,19 @@ impl Client {
         Self::parse(self.call(Method::GET, &path, None).await?.1)
     }
 
+    /// A vertex of the graph view (`collection/key`).
+    pub async fn graph_vertex(&self, collection: &str, key: &str) -> Result<Value> {
+        let path = format!("/graph/vertex/{collection}/{key}");
+        Ok(self.call(Method::GET, &path, None).await?.1)
+    }
+
+    /// A traversal of the graph view from `start` (`collection/key`); `direction` is
+    /// `outbound`, `inbound` or `any`. Answers `{"vertices", "edges", "truncated"}`.
+    pub async fn graph_traverse(&self, start: &str, direction: &str, depth: u32) -> Result<Value> {
+        let path = format!("/graph/traverse?start={start}&direction={direction}&depth={depth}");
+        Ok(self.call(Method::GET, &path, None).await?.1)
+    }
+
     /// The JSON metrics.
     pub async fn metrics(&self) -> Result<Value> {
         Ok(self.call(Method::GET, "/runtime/metrics", None).await?.1)

@@ -88,7 +88,7 @@ impl Running {
             Ok(joined) => joined.context("server task")?.context("serving")?,
             Err(_) => tracing::warn!("in-flight requests did not finish within the grace period"),
         }
-        self.state.projections.flush();
+        self.state.projections.stop().await;
         Ok(())
     }
 }

@@ -103,8 +103,10 @@ impl Projections {
         None
     }
 
-    /// Writes the graph to disk (on shutdown).
-    pub fn flush(&self) {
+    /// Stops both runners and writes the graph to disk (on shutdown).
+    pub async fn stop(&self) {
+        self.surface.stop().await;
+        self.graph_runner.stop().await;
         if let Err(e) = self.graph.flush() {
             tracing::warn!(error = %e, "flushing the graph view failed");
         }
