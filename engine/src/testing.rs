@@ -259,53 +259,48 @@ fn unreachable_record() -> symphainy_wal::Record {
     }
 }
 
-/// Appends a realistic workload of about `target` events (3-step executions over 1,000
-/// sessions of one tenant) straight to the log, for benchmarks. Returns how many it wrote.
-pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
-    let mut batch: Vec<symphainy_wal::Record> = Vec::with_capacity(20_000);
-    let mut written = 0u64;
-    let flush = |batch: &mut Vec<symphainy_wal::Record>, written: &mut u64| {
-        if !batch.is_empty() {
-            *written += batch.len() as u64;
-            if let Err(e) = wal.append_blocking(std::mem::take(batch)) {
-                tracing::error!(error = %e, "synthetic log append failed");
+/// A realistic workload (3-step executions over 1,000 sessions of one tenant) produced as
+/// encoded records, for benchmarks: the header (capabilities, tenant, sessions), then one
+/// execution (8 events) per call of [`Synthetic::next_execution`].
+#[derive(Debug, Default)]
+pub struct Synthetic {
+    n: u128,
+}
+
+impl Synthetic {
+    const TS: i64 = 1_700_000_000_000;
+
+    /// Capabilities, the tenant `acme` and its 1,000 sessions.
+    pub fn header(&self) -> Vec<symphainy_wal::Record> {
+        let mut out = Vec::new();
+        let encode =
+            |e: crate::event::Event| codec::encode(&e).unwrap_or_else(|_| unreachable_record());
+        if let Ok(registry) = crate::builtin_registry() {
+            for spec in registry.capabilities() {
+                let body = EventBody::CapabilityRegistered { spec: spec.clone() };
+                out.push(encode(event("_system", Self::TS, body)));
             }
         }
-    };
-    let ts = 1_700_000_000_000i64;
-    let Ok(registry) = crate::builtin_registry() else {
-        return 0;
-    };
-    for spec in registry.capabilities() {
-        batch.push(
-            codec::encode(&event(
-                "_system",
-                ts,
-                EventBody::CapabilityRegistered { spec: spec.clone() },
-            ))
-            .unwrap_or_else(|_| unreachable_record()),
-        );
+        out.push(encode(event("acme", Self::TS, EventBody::TenantCreated)));
+        for s in 0..1000u128 {
+            let body = EventBody::SessionCreated {
+                session_id: Id(s + 1),
+                user_id: "alice".into(),
+                context_json: "{}".into(),
+            };
+            out.push(encode(event("acme", Self::TS, body)));
+        }
+        out
     }
-    batch.push(
-        codec::encode(&event("acme", ts, EventBody::TenantCreated))
-            .unwrap_or_else(|_| unreachable_record()),
-    );
-    for s in 0..1000u128 {
-        let body = EventBody::SessionCreated {
-            session_id: Id(s + 1),
-            user_id: "alice".into(),
-            context_json: "{}".into(),
-        };
-        batch
-            .push(codec::encode(&event("acme", ts, body)).unwrap_or_else(|_| unreachable_record()));
-    }
-    let mut n: u128 = 0;
-    while written + (batch.len() as u64) < target {
-        n += 1;
+
+    /// The 8 events of the next execution, appended to `out`.
+    pub fn next_execution(&mut self, out: &mut Vec<symphainy_wal::Record>) {
+        self.n += 1;
+        let n = self.n;
         let execution_id = Id((1u128 << 64) + n);
-        let t = ts + n as i64;
+        let t = Self::TS + n as i64;
         let mut push = |body: EventBody| {
-            batch.push(
+            out.push(
                 codec::encode(&event("acme", t, body)).unwrap_or_else(|_| unreachable_record()),
             )
         };
@@ -330,12 +325,11 @@ pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
                 step_index: step,
                 attempt: 1,
             });
-            let output_json = format!("{{\"value\":{n}}}");
             push(EventBody::StepCompleted {
                 execution_id,
                 step_index: step,
                 attempt: 1,
-                output_json,
+                output_json: format!("{{\"value\":{n}}}"),
                 duration_ms: 0,
             });
         }
@@ -343,6 +337,25 @@ pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
             execution_id,
             result_json: format!("{{\"value\":{n}}}"),
         });
+    }
+}
+
+/// Appends a realistic workload of about `target` events ([`Synthetic`]) straight to the
+/// log, for benchmarks. Returns how many it wrote.
+pub fn synthetic_log(wal: &symphainy_wal::Wal, target: u64) -> u64 {
+    let mut workload = Synthetic::default();
+    let mut batch = workload.header();
+    let mut written = 0u64;
+    let flush = |batch: &mut Vec<symphainy_wal::Record>, written: &mut u64| {
+        if !batch.is_empty() {
+            *written += batch.len() as u64;
+            if let Err(e) = wal.append_blocking(std::mem::take(batch)) {
+                tracing::error!(error = %e, "synthetic log append failed");
+            }
+        }
+    };
+    while written + (batch.len() as u64) < target {
+        workload.next_execution(&mut batch);
         if batch.len() >= 18_000 {
             flush(&mut batch, &mut written);
         }

@@ -117,6 +117,154 @@ pub fn status_of_record(mut record: Value) -> Value {
     record
 }
 
+/// User JSON stored as a string, written back as JSON without building a tree: valid JSON
+/// verbatim, anything else as a JSON string (what [`raw`] gives, once parsed).
+struct RawText<'a>(&'a str);
+
+impl serde::Serialize for RawText<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match serde_json::from_str::<&serde_json::value::RawValue>(self.0) {
+            Ok(raw) => raw.serialize(s),
+            Err(_) => s.serialize_str(self.0),
+        }
+    }
+}
+
+#[derive(serde::Serialize)]
+struct StepErrorText<'a> {
+    code: &'a str,
+    message: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct StepRecordText<'a> {
+    name: std::borrow::Cow<'a, str>,
+    status: &'static str,
+    attempts: u32,
+    started_at: Option<String>,
+    finished_at: Option<String>,
+    duration_ms: Option<u64>,
+    output: Option<RawText<'a>>,
+    error: Option<StepErrorText<'a>>,
+    retryable: bool,
+}
+
+#[derive(serde::Serialize)]
+struct ExecutionErrorText<'a> {
+    code: &'a str,
+    message: &'a str,
+    step: &'a Option<String>,
+}
+
+#[derive(serde::Serialize)]
+struct ExecutionRecordText<'a> {
+    execution_id: String,
+    intent_id: String,
+    session_id: String,
+    tenant_id: &'a str,
+    intent_type: &'a str,
+    capability: &'a str,
+    capability_version: u32,
+    status: &'static str,
+    steps: Vec<StepRecordText<'a>>,
+    submitted_at: String,
+    finished_at: Option<String>,
+    lsn: Lsn,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<RawText<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<ExecutionErrorText<'a>>,
+    realm: &'a str,
+    payload: RawText<'a>,
+    idempotency_key: &'a Option<String>,
+    compensating_from_step: Option<u32>,
+}
+
+/// [`execution_record`] rendered straight to JSON text (what the state surface stores): the
+/// same document once parsed, at a fraction of the cost of building a `Value` first.
+pub fn execution_record_json(state: &State, e: &Execution) -> String {
+    let spec = state.capability(&e.capability, e.capability_version);
+    let steps = e
+        .steps
+        .iter()
+        .enumerate()
+        .map(|(i, s)| StepRecordText {
+            name: spec.and_then(|c| c.steps.get(i)).map_or_else(
+                || format!("step_{}", i + 1).into(),
+                |st| st.name.as_str().into(),
+            ),
+            status: s.status.name(),
+            attempts: s.attempts,
+            started_at: s.started_at_ms.map(rfc3339),
+            finished_at: s.finished_at_ms.map(rfc3339),
+            duration_ms: s.duration_ms,
+            output: s.output_json.as_deref().map(RawText),
+            error: s
+                .error
+                .as_ref()
+                .map(|(code, message)| StepErrorText { code, message }),
+            retryable: s.retryable,
+        })
+        .collect();
+    let record = ExecutionRecordText {
+        execution_id: e.execution_id.to_string(),
+        intent_id: e.intent_id.to_string(),
+        session_id: e.session_id.to_string(),
+        tenant_id: &e.tenant_id,
+        intent_type: &e.intent_type,
+        capability: &e.capability,
+        capability_version: e.capability_version,
+        status: e.status.name(),
+        steps,
+        submitted_at: rfc3339(e.submitted_at_ms),
+        finished_at: e.finished_at_ms.map(rfc3339),
+        lsn: e.intent_lsn,
+        result: e.result_json.as_deref().map(RawText),
+        error: e.error.as_ref().map(|x| ExecutionErrorText {
+            code: &x.code,
+            message: &x.message,
+            step: &x.step,
+        }),
+        realm: &e.realm,
+        payload: RawText(&e.payload_json),
+        idempotency_key: &e.idempotency_key,
+        compensating_from_step: e.compensating_from,
+    };
+    // Serializing plain structs and strings into a String cannot fail.
+    serde_json::to_string(&record).unwrap_or_default()
+}
+
+#[derive(serde::Serialize)]
+struct SessionText<'a> {
+    session_id: String,
+    tenant_id: &'a str,
+    user_id: &'a str,
+    created_at: String,
+    status: &'static str,
+    closed_at: Option<String>,
+    context: RawText<'a>,
+    active_sagas: Vec<String>,
+}
+
+/// [`session`] rendered straight to JSON text.
+pub fn session_json(s: &Session) -> String {
+    let text = SessionText {
+        session_id: s.session_id.to_string(),
+        tenant_id: &s.tenant_id,
+        user_id: &s.user_id,
+        created_at: rfc3339(s.created_at_ms),
+        status: if s.closed_at_ms.is_some() {
+            "closed"
+        } else {
+            "open"
+        },
+        closed_at: s.closed_at_ms.map(rfc3339),
+        context: RawText(&s.context_json),
+        active_sagas: s.active_sagas.iter().map(|id| id.to_string()).collect(),
+    };
+    serde_json::to_string(&text).unwrap_or_default()
+}
+
 /// A capability as the API shows it.
 pub fn capability(spec: &CapabilitySpec) -> Value {
     json!({
@@ -367,6 +515,15 @@ mod tests {
         let e = state.execution_of("acme", execution_id).unwrap();
         let record = execution_record(&state, e);
         assert_ne!(record, execution_status(&state, e));
-        assert_eq!(status_of_record(record), execution_status(&state, e));
+        assert_eq!(
+            status_of_record(record.clone()),
+            execution_status(&state, e)
+        );
+        // The text renderings parse back to the same documents.
+        let text: Value = serde_json::from_str(&execution_record_json(&state, e)).unwrap();
+        assert_eq!(text, record);
+        let session = state.session_of("acme", session_id).unwrap();
+        let text: Value = serde_json::from_str(&session_json(session)).unwrap();
+        assert_eq!(text, super::session(session));
     }
 }

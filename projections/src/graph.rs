@@ -260,14 +260,17 @@ impl GraphStore for SledGraph {
             let text = serde_json::to_vec(doc).map_err(|e| Error::Render(e.to_string()))?;
             batch.insert(vertex_key(tenant, id), text);
         }
+        // An edge is all key: its document is derived from the key when read, which keeps
+        // sled's nodes small (it copies a leaf on every insert).
         for (tenant, edge) in &write.edges {
-            let doc =
-                serde_json::to_vec(&edge.to_json()).map_err(|e| Error::Render(e.to_string()))?;
             batch.insert(
                 edge_key(OUT, tenant, &edge.from, edge.label, &edge.to),
-                doc.clone(),
+                &[][..],
             );
-            batch.insert(edge_key(IN, tenant, &edge.to, edge.label, &edge.from), doc);
+            batch.insert(
+                edge_key(IN, tenant, &edge.to, edge.label, &edge.from),
+                &[][..],
+            );
         }
         for (tenant, n) in &write.tenant_events {
             let key = events_key(tenant);

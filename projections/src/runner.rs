@@ -441,6 +441,10 @@ impl<L: Log> Session<'_, L> {
     }
 }
 
+/// Events per batch of a rebuild: large, so an entity touched all over the log (a session)
+/// is rendered once per batch rather than once per few events.
+pub const REBUILD_BATCH_EVENTS: usize = 65_536;
+
 /// What a rebuild did.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RebuildReport {

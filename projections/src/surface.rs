@@ -110,28 +110,34 @@ impl StateSurface {
 
 /// Renders one touched entity into writes.
 fn render(state: &State, tenant: &str, touched: &Touched, out: &mut Vec<Write>) -> Result<()> {
-    let (key, value) = match touched {
+    let to_text = |v: Value| serde_json::to_string(&v).map_err(|e| Error::Render(e.to_string()));
+    let (key, text) = match touched {
         Touched::Tenant(t) => match state.tenants.get(t) {
             Some(record) => (
                 tenant_key(t),
-                json!({"tenant_id": t, "created_at": rfc3339(record.created_at_ms)}),
+                to_text(json!({"tenant_id": t, "created_at": rfc3339(record.created_at_ms)}))?,
             ),
             None => return Ok(()),
         },
         Touched::Session(id) => match state.session_of(tenant, *id) {
-            Some(s) => (session_key(tenant, *id), view::session(s)),
+            Some(s) => (session_key(tenant, *id), view::session_json(s)),
             None => return Ok(()),
         },
         Touched::Execution(id) => match state.execution_of(tenant, *id) {
-            Some(e) => (execution_key(tenant, *id), view::execution_record(state, e)),
+            Some(e) => (
+                execution_key(tenant, *id),
+                view::execution_record_json(state, e),
+            ),
             None => return Ok(()),
         },
         Touched::Capability(name, version) => match state.capability(name, *version) {
-            Some(spec) => (capability_key(name, *version), view::capability(spec)),
+            Some(spec) => (
+                capability_key(name, *version),
+                to_text(view::capability(spec))?,
+            ),
             None => return Ok(()),
         },
     };
-    let text = serde_json::to_string(&value).map_err(|e| Error::Render(e.to_string()))?;
     out.push(Write::Set(key, text));
     Ok(())
 }
