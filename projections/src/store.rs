@@ -83,6 +83,7 @@ impl StateStore {
     }
 
     /// A Redis store. Connects lazily: a Redis that is down now only delays the projection.
+    /// Call inside a tokio runtime (the connection's tasks run on it).
     pub fn redis(url: &str) -> Result<Self> {
         RedisStore::new(url).map(Self::Redis)
     }

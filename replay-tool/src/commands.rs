@@ -123,11 +123,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         }
         Command::Show { execution_id, json } => show(cli, execution_id, *json),
         Command::Stats { json } => stats(cli, *json),
-        Command::RebuildProjections { .. } => {
-            bail!(
-                "no projections exist in this version of the data directory format (graph view and Redis state surface are not built yet); nothing to rebuild"
-            )
-        }
+        Command::RebuildProjections {
+            redis_url,
+            graph_dir,
+            json,
+        } => rebuild_projections(cli, redis_url.as_deref(), graph_dir.as_deref(), *json),
     }
 }
 
@@ -569,5 +569,93 @@ fn stats(cli: &Cli, as_json: bool) -> anyhow::Result<u8> {
         table.add_row([tenant.clone(), n.to_string()]);
     }
     println!("{table}");
+    Ok(0)
+}
+
+fn rebuild_projections(
+    cli: &Cli,
+    redis_url: Option<&str>,
+    graph_dir: Option<&Path>,
+    json: bool,
+) -> anyhow::Result<u8> {
+    use symphainy_projections::graph::{GraphView, Opened, SledGraph};
+    use symphainy_projections::runner::{REBUILD_BATCH_EVENTS, RebuildReport, rebuild};
+    use symphainy_projections::store::StateStore;
+    use symphainy_projections::surface::StateSurface;
+
+    let reader = open(cli)?;
+    let graph_dir = graph_dir.map_or_else(|| cli.data_dir.join("graph"), Path::to_path_buf);
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let report_line = |what: &str, target: &str, r: &RebuildReport| {
+        json!({
+            "projection": what, "target": target, "events": r.events, "last_lsn": r.last_lsn,
+            "seconds": r.seconds, "events_per_sec": (r.events as f64 / r.seconds.max(1e-9)).round(),
+        })
+    };
+    let mut reports = Vec::new();
+    let suffix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis())
+        .unwrap_or(0)
+        .to_string();
+    let (graph, opened) = SledGraph::open_or_reset(&graph_dir, &suffix)
+        .with_context(|| format!("opening the graph view in {}", graph_dir.display()))?;
+    if let Opened::MovedAside(aside) = &opened {
+        eprintln!(
+            "replay-tool: the graph view could not be opened; moved it to {}",
+            aside.display()
+        );
+    }
+    let graph = Arc::new(graph);
+    let progress = progress_bar(reader.last_lsn());
+    let report = runtime
+        .block_on(rebuild(
+            &mut GraphView::new(graph.clone()),
+            &mut reader.cursor(1),
+            REBUILD_BATCH_EVENTS,
+            |lsn| progress.set_position(lsn),
+        ))
+        .context("rebuilding the graph view")?;
+    graph.flush().context("flushing the graph view")?;
+    progress.finish_and_clear();
+    reports.push(report_line(
+        "graph_view",
+        &graph_dir.display().to_string(),
+        &report,
+    ));
+    if let Some(url) = redis_url {
+        let _inside = runtime.enter();
+        let store = Arc::new(StateStore::redis(url).context("parsing the Redis URL")?);
+        let target = store.describe();
+        let progress = progress_bar(reader.last_lsn());
+        let report = runtime
+            .block_on(rebuild(
+                &mut StateSurface::new(store.clone()),
+                &mut reader.cursor(1),
+                REBUILD_BATCH_EVENTS,
+                |lsn| progress.set_position(lsn),
+            ))
+            .with_context(|| format!("rebuilding the state surface in {target}"))?;
+        progress.finish_and_clear();
+        reports.push(report_line("state_surface", &target, &report));
+    }
+    if json {
+        println!("{}", Value::Array(reports));
+    } else {
+        for r in &reports {
+            println!(
+                "{}: rebuilt {} events (to LSN {}) in {:.2} s, {} events/s -> {}",
+                r["projection"].as_str().unwrap_or_default(),
+                r["events"],
+                r["last_lsn"],
+                r["seconds"].as_f64().unwrap_or_default(),
+                r["events_per_sec"],
+                r["target"].as_str().unwrap_or_default(),
+            );
+        }
+    }
     Ok(0)
 }

@@ -108,13 +108,22 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Rebuild the projections (graph view, Redis state surface) from the log.
+    /// Rebuild the projections from the log: the graph view (into `--graph-dir`, default
+    /// DATA_DIR/graph) and, with `--redis-url`, the Redis state surface. Each is deleted first
+    /// and rebuilt from every event; the WAL itself is only read. Stop the server first (it
+    /// holds the graph directory and writes the same Redis keys).
     #[command(
-        after_help = "Example: replay-tool rebuild-projections --redis-url redis://127.0.0.1:6379"
+        after_help = "Example: replay-tool rebuild-projections --data-dir ./symphainy-data --redis-url redis://127.0.0.1:6379/0"
     )]
     RebuildProjections {
+        /// Redis to rebuild the state surface into (its `t:{tenant}:*` keys are replaced).
         #[arg(long)]
         redis_url: Option<String>,
+        /// Where the graph view lives (default: DATA_DIR/graph).
+        #[arg(long)]
+        graph_dir: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
     },
 }
 
