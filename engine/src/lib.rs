@@ -13,6 +13,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod agents;
 pub mod builtin;
 pub mod codec;
 pub mod digest;
@@ -20,6 +21,7 @@ mod error;
 pub mod event;
 pub mod id;
 pub mod metrics;
+pub mod realms;
 pub mod runtime;
 pub mod saga;
 pub mod snapshot;

@@ -531,7 +531,13 @@ impl<G: GraphStore> Projection for GraphView<G> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.store.commit(&render_batch(state, batch))
+        match self.store.commit(&render_batch(state, batch)) {
+            // sled found corruption while writing: the runner clears and rebuilds the view.
+            Err(Error::Graph(e @ sled::Error::Corruption { .. })) => {
+                Err(Error::StoreCorrupt(e.to_string()))
+            }
+            other => other,
+        }
     }
 
     async fn clear(&mut self) -> Result<()> {

@@ -52,6 +52,8 @@ pub enum Error {
          (restarted without persistence?); it is rebuilt from the log"
     )]
     Diverged { expected: u64, found: Option<u64> },
+    #[error("the projection store reports corruption: {0}; it is rebuilt from the log")]
+    StoreCorrupt(String),
     #[error("rendering a view: {0}")]
     Render(String),
     #[error("bad query: {0}")]

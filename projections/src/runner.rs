@@ -427,6 +427,12 @@ impl<L: Log> Session<'_, L> {
                         clear: found.unwrap_or(0) < expected,
                     };
                 }
+                Err(Error::StoreCorrupt(reason)) => {
+                    let e = Error::StoreCorrupt(reason);
+                    self.status.failed(&e);
+                    tracing::error!(projection = name, error = %e, "clearing the projection and rebuilding it from the log");
+                    return Ended::Resync { clear: true };
+                }
                 Err(e) => {
                     pending = Some(batch);
                     if self

@@ -39,6 +39,22 @@ pub enum Op {
     Duplicate(u8, u8),
 }
 
+/// An op chosen by generated numbers: `kind` picks the op (weights 1 open, 1 close,
+/// 4 scripted, 3 echo, 1 duplicate), `t` and `s` tenant and session, `steps` the step scripts.
+pub fn op_from(kind: u8, t: u8, s: u8, steps: &[u8]) -> Op {
+    match kind % 10 {
+        0 => Op::OpenSession(t),
+        1 => Op::CloseSession(t, s),
+        2..=5 => Op::Scripted(
+            t,
+            s,
+            steps.iter().take(3).map(|k| step_script(*k)).collect(),
+        ),
+        6..=8 => Op::Echo(t, s, 1 + u32::from(steps.first().copied().unwrap_or(0) % 4)),
+        _ => Op::Duplicate(t, s),
+    }
+}
+
 /// A step script for `test.scripted`: succeed, fail then succeed, fail for good, or fail for
 /// good after a step whose compensation fails.
 pub fn step_script(kind: u8) -> Value {

@@ -7,17 +7,16 @@ use std::sync::Arc;
 
 use proptest::prelude::*;
 use symphainy_projections::store::StateStore;
-use symphainy_projections::testing::{Op, incremental_vs_rebuild, step_script};
+use symphainy_projections::testing::{Op, incremental_vs_rebuild, op_from};
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        1 => (any::<u8>()).prop_map(Op::OpenSession),
-        1 => (any::<u8>(), any::<u8>()).prop_map(|(t, s)| Op::CloseSession(t, s)),
-        4 => (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 1..4))
-            .prop_map(|(t, s, k)| Op::Scripted(t, s, k.into_iter().map(step_script).collect())),
-        3 => (any::<u8>(), any::<u8>(), 1u32..5).prop_map(|(t, s, n)| Op::Echo(t, s, n)),
-        1 => (any::<u8>(), any::<u8>()).prop_map(|(t, s)| Op::Duplicate(t, s)),
-    ]
+    (
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        prop::collection::vec(any::<u8>(), 1..4),
+    )
+        .prop_map(|(kind, t, s, steps)| op_from(kind, t, s, &steps))
 }
 
 fn case(ops: Vec<Op>, batch: usize, kills: Vec<usize>) {

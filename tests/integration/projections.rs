@@ -14,7 +14,7 @@ use symphainy_projections::runner::rebuild;
 use symphainy_projections::store::StateStore;
 use symphainy_projections::surface::SurfaceReader;
 use symphainy_projections::testing::{
-    Op, assert_surface_matches, incremental_vs_rebuild, step_script, tenant_event_counts,
+    Op, assert_surface_matches, incremental_vs_rebuild, op_from, tenant_event_counts,
 };
 use symphainy_sdk::{Client, Intent};
 use symphainy_server::ServerConfig;
@@ -65,14 +65,13 @@ async fn redis_keys_of_others_are_left_alone() {
 }
 
 fn op() -> impl Strategy<Value = Op> {
-    prop_oneof![
-        1 => (any::<u8>()).prop_map(Op::OpenSession),
-        1 => (any::<u8>(), any::<u8>()).prop_map(|(t, s)| Op::CloseSession(t, s)),
-        4 => (any::<u8>(), any::<u8>(), prop::collection::vec(any::<u8>(), 1..4))
-            .prop_map(|(t, s, k)| Op::Scripted(t, s, k.into_iter().map(step_script).collect())),
-        3 => (any::<u8>(), any::<u8>(), 1u32..5).prop_map(|(t, s, n)| Op::Echo(t, s, n)),
-        1 => (any::<u8>(), any::<u8>()).prop_map(|(t, s)| Op::Duplicate(t, s)),
-    ]
+    (
+        any::<u8>(),
+        any::<u8>(),
+        any::<u8>(),
+        prop::collection::vec(any::<u8>(), 1..4),
+    )
+        .prop_map(|(kind, t, s, steps)| op_from(kind, t, s, &steps))
 }
 
 // Invariant 8 on Redis: the runners are killed at random points (an abort can land between

@@ -1,0 +1,150 @@
+//! A content-addressed blob store: `DIR/<first two hex digits>/<sha256 hex>`. A blob is
+//! written to a temporary file, fsynced, renamed into place and its directory fsynced before
+//! `put` returns, so an event that names a blob's hash is only appended once the bytes are
+//! durable. Blobs are immutable; writing one twice is a no-op.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use sha2::{Digest, Sha256};
+
+/// Largest blob the store accepts (a file upload), 64 MiB.
+pub const BLOB_BYTES_MAX: usize = 64 * 1024 * 1024;
+
+/// What can go wrong with a blob.
+#[derive(Debug, thiserror::Error)]
+pub enum BlobError {
+    #[error("blob of {size} bytes exceeds the limit of {limit} bytes")]
+    TooLarge { size: usize, limit: usize },
+    #[error("{0:?} is not a sha256 hex digest")]
+    BadHash(String),
+    #[error("blob {0} not found")]
+    NotFound(String),
+    #[error("blob {sha256} is corrupt: its bytes hash to {actual}")]
+    Corrupt { sha256: String, actual: String },
+    #[error("blob store I/O ({what}): {source}")]
+    Io {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
+    let what = what.into();
+    move |source| BlobError::Io { what, source }
+}
+
+/// The sha256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// The store.
+#[derive(Debug, Clone)]
+pub struct BlobStore {
+    dir: PathBuf,
+}
+
+impl BlobStore {
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into() }
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, sha256: &str) -> Result<PathBuf, BlobError> {
+        if sha256.len() != 64
+            || !sha256
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+        {
+            return Err(BlobError::BadHash(sha256.to_string()));
+        }
+        Ok(self.dir.join(&sha256[..2]).join(sha256))
+    }
+
+    /// Stores `bytes` durably; returns their sha256.
+    pub fn put(&self, bytes: &[u8]) -> Result<String, BlobError> {
+        if bytes.len() > BLOB_BYTES_MAX {
+            return Err(BlobError::TooLarge {
+                size: bytes.len(),
+                limit: BLOB_BYTES_MAX,
+            });
+        }
+        let sha = sha256_hex(bytes);
+        let path = self.path(&sha)?;
+        if path.exists() {
+            return Ok(sha);
+        }
+        let parent = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.dir.clone());
+        std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
+        let tmp = parent.join(format!(".{sha}.{}.tmp", std::process::id()));
+        let mut file =
+            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+        file.write_all(bytes)
+            .map_err(io(format!("writing {}", tmp.display())))?;
+        file.sync_all()
+            .map_err(io(format!("syncing {}", tmp.display())))?;
+        drop(file);
+        std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", tmp.display())))?;
+        std::fs::File::open(&parent)
+            .and_then(|d| d.sync_all())
+            .map_err(io(format!("syncing {}", parent.display())))?;
+        Ok(sha)
+    }
+
+    /// The bytes of a blob, checked against their hash.
+    pub fn get(&self, sha256: &str) -> Result<Vec<u8>, BlobError> {
+        let path = self.path(sha256)?;
+        let bytes = match std::fs::read(&path) {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(BlobError::NotFound(sha256.to_string()));
+            }
+            Err(e) => return Err(io(format!("reading {}", path.display()))(e)),
+        };
+        let actual = sha256_hex(&bytes);
+        if actual != sha256 {
+            return Err(BlobError::Corrupt {
+                sha256: sha256.to_string(),
+                actual,
+            });
+        }
+        Ok(bytes)
+    }
+
+    pub fn contains(&self, sha256: &str) -> bool {
+        self.path(sha256).is_ok_and(|p| p.exists())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_get_and_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let sha = store.put(b"hello").unwrap();
+        assert_eq!(sha, sha256_hex(b"hello"));
+        assert_eq!(store.put(b"hello").unwrap(), sha);
+        assert_eq!(store.get(&sha).unwrap(), b"hello");
+        assert!(matches!(
+            store.get(&sha256_hex(b"other")),
+            Err(BlobError::NotFound(_))
+        ));
+        assert!(matches!(
+            store.get("../etc/passwd"),
+            Err(BlobError::BadHash(_))
+        ));
+        std::fs::write(dir.path().join(&sha[..2]).join(&sha), b"hellO").unwrap();
+        assert!(matches!(store.get(&sha), Err(BlobError::Corrupt { .. })));
+    }
+}
