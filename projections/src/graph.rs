@@ -373,7 +373,17 @@ impl GraphStore for SledGraph {
 }
 
 /// Every edge label the view writes.
-pub const LABELS: [&str; 5] = ["owns", "submitted", "executed_as", "uses", "has_step"];
+pub const LABELS: [&str; 9] = [
+    "owns",
+    "submitted",
+    "executed_as",
+    "uses",
+    "has_step",
+    "produced",
+    "has_chunk",
+    "in_chunk",
+    "of_document",
+];
 
 /// The graph view as a projection over a [`GraphStore`].
 #[derive(Debug)]
@@ -448,6 +458,9 @@ fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphW
             },
         ));
     }
+    if let Some(record) = crate::content::document_of(e) {
+        render_document(&t, &execution, &record, out);
+    }
     out.edges.insert((
         t.clone(),
         Edge {
@@ -464,6 +477,73 @@ fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphW
             to: format!("executions/{execution}"),
         },
     ));
+}
+
+/// The document an upload produced, its chunks and its facts.
+fn render_document(
+    tenant: &str,
+    execution: &str,
+    r: &symphainy_engine::realms::content::DocumentRecord,
+    out: &mut GraphWrite,
+) {
+    let t = tenant.to_string();
+    let doc_id = format!("documents/{}", r.document_id);
+    let mut vertex = |collection: &str, key: &str, doc: Value| {
+        out.vertices.insert(
+            (t.clone(), format!("{collection}/{key}")),
+            with_id(doc, collection, key),
+        );
+    };
+    vertex(
+        "documents",
+        &r.document_id,
+        json!({
+            "tenant_id": tenant, "document_id": r.document_id, "filename": r.filename,
+            "media_type": r.media_type, "size_bytes": r.size_bytes, "sha256": r.sha256,
+            "format": r.format, "words": r.words, "rows": r.rows, "chunks": r.chunks.len(),
+            "facts": r.facts.len(), "execution_id": execution,
+        }),
+    );
+    let mut edges = vec![Edge {
+        from: format!("executions/{execution}"),
+        label: "produced",
+        to: doc_id.clone(),
+    }];
+    for (i, [s, e]) in r.chunks.iter().enumerate() {
+        let chunk = symphainy_engine::realms::content::facts::chunk_id(&r.document_id, i);
+        vertex(
+            "chunks",
+            &chunk,
+            json!({"tenant_id": tenant, "document_id": r.document_id, "index": i, "span": [s, e]}),
+        );
+        edges.push(Edge {
+            from: doc_id.clone(),
+            label: "has_chunk",
+            to: format!("chunks/{chunk}"),
+        });
+    }
+    for f in &r.facts {
+        vertex(
+            "facts",
+            &f.fact_id,
+            json!({
+                "tenant_id": tenant, "fact_id": f.fact_id, "kind": f.kind, "value": f.value,
+                "document_id": f.document_id, "chunk_id": f.chunk_id, "span": f.span,
+            }),
+        );
+        let fact = format!("facts/{}", f.fact_id);
+        edges.push(Edge {
+            from: fact.clone(),
+            label: "in_chunk",
+            to: format!("chunks/{}", f.chunk_id),
+        });
+        edges.push(Edge {
+            from: fact,
+            label: "of_document",
+            to: doc_id.clone(),
+        });
+    }
+    out.edges.extend(edges.into_iter().map(|e| (t.clone(), e)));
 }
 
 /// Renders the batch's touched entities into graph writes.

@@ -19,6 +19,7 @@
 )]
 
 pub mod conformance;
+pub mod content;
 pub mod fold;
 pub mod graph;
 pub mod runner;

@@ -302,14 +302,17 @@ fn replay(cli: &Cli, to: Option<Lsn>, tenant: Option<&str>, as_json: bool) -> an
     Ok(0)
 }
 
+/// The capabilities a server registers (the content realm over DATA_DIR/blobs included), plus
+/// the test realm with `--with-test-realm`.
 fn registry(cli: &Cli) -> anyhow::Result<Registry> {
-    if cli.with_test_realm {
-        Ok(symphainy_engine::testing::registry_with_test_realm(
-            Arc::default(),
-        )?)
+    let mut registry = if cli.with_test_realm {
+        symphainy_engine::testing::registry_with_test_realm(Arc::default())?
     } else {
-        Ok(symphainy_engine::default_registry()?)
-    }
+        symphainy_engine::default_registry()?
+    };
+    symphainy_engine::realms::content::offline_realm(cli.data_dir.join("blobs"))
+        .register(&mut registry)?;
+    Ok(registry)
 }
 
 /// Time allowed to one re-executed step.

@@ -215,8 +215,61 @@ impl Client {
         Ok((status.as_u16(), value))
     }
 
+    /// Uploads files (`(filename, media type, bytes)`) into a session: one `content.upload`
+    /// execution each. Answers `{"executions": [{"execution_id", "filename"}]}`.
+    pub async fn upload(&self, session_id: &str, files: &[(&str, &str, Vec<u8>)]) -> Result<Value> {
+        let mut form = reqwest::multipart::Form::new().text("session_id", session_id.to_string());
+        for (name, media_type, bytes) in files {
+            let part = reqwest::multipart::Part::bytes(bytes.clone())
+                .file_name(name.to_string())
+                .mime_str(media_type)
+                .map_err(|e| Error::Protocol(e.to_string()))?;
+            form = form.part("file", part);
+        }
+        let mut request = self
+            .http
+            .post(format!("{}/content/upload", self.base))
+            .multipart(form);
+        if !self.token.is_empty() {
+            request = request.bearer_auth(&self.token);
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let status = response.status().as_u16();
+        let text = response
+            .text()
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Self::check(status, value).map(|(_, v)| v)
+    }
+
+    /// A document: metadata, chunk count and facts.
+    pub async fn document(&self, document_id: &str) -> Result<Value> {
+        let path = format!("/content/documents/{document_id}");
+        Ok(self.call(Method::GET, &path, None).await?.1)
+    }
+
+    /// The `k` best chunks of the caller's documents for `q`.
+    pub async fn search(&self, q: &str, k: usize) -> Result<Vec<Value>> {
+        let mut url = reqwest::Url::parse(&format!("{}/content/search", self.base))
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        url.query_pairs_mut()
+            .append_pair("q", q)
+            .append_pair("k", &k.to_string());
+        let path = format!("/content/search?{}", url.query().unwrap_or_default());
+        let (_, v) = self.call(Method::GET, &path, None).await?;
+        Ok(v["results"].as_array().cloned().unwrap_or_default())
+    }
+
     async fn call(&self, method: Method, path: &str, body: Option<Value>) -> Result<(u16, Value)> {
         let (status, value) = self.raw(method, path, body).await?;
+        Self::check(status, value)
+    }
+
+    fn check(status: u16, value: Value) -> Result<(u16, Value)> {
         if StatusCode::from_u16(status).is_ok_and(|s| s.is_success()) {
             return Ok((status, value));
         }

@@ -49,6 +49,12 @@ pub struct Limits {
     pub state_read_wait_ms: u64,
     /// Largest `depth` of `/graph/traverse`. Default (and most) 5.
     pub graph_depth_max: u32,
+    /// Largest file of `POST /content/upload`. Default 16 MiB (the parsers' limit).
+    pub upload_file_bytes_max: usize,
+    /// Files in one upload request. Default 32.
+    pub upload_files_max: usize,
+    /// All files of one upload request together. Default 64 MiB.
+    pub upload_request_bytes_max: usize,
 }
 
 impl Default for Limits {
@@ -65,6 +71,9 @@ impl Default for Limits {
             wal_scan_max: 100_000,
             state_read_wait_ms: 1_000,
             graph_depth_max: symphainy_projections::graph::TRAVERSE_DEPTH_MAX,
+            upload_file_bytes_max: symphainy_engine::realms::content::parse::PARSE_BYTES_MAX,
+            upload_files_max: 32,
+            upload_request_bytes_max: 64 * 1024 * 1024,
         }
     }
 }
@@ -220,11 +229,17 @@ async fn declared_body_limit(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|n| n > state.limits.body_bytes_max as u64) {
+    // Uploads have their own, larger limit (also enforced while the files stream in).
+    let limit = if request.uri().path() == crate::routes::UPLOAD_PATH {
+        state.limits.upload_request_bytes_max
+    } else {
+        state.limits.body_bytes_max
+    };
+    if declared.is_some_and(|n| n > limit as u64) {
         let mut response = AppError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
-            format!("request body exceeds {} bytes", state.limits.body_bytes_max),
+            format!("request body exceeds {limit} bytes"),
         )
         .into_response();
         response

@@ -18,8 +18,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
+use symphainy_engine::agents::{ExtractiveReasoner, Reasoner};
 use symphainy_engine::id::{SystemClock, UlidSource};
+use symphainy_engine::realms::content::ContentRealm;
+use symphainy_engine::realms::content::blob::BlobStore;
+use symphainy_engine::realms::content::embed::{Embedder, FeatureHashEmbedder};
 use symphainy_engine::{Runtime, RuntimeConfig, default_registry, snapshot};
+use symphainy_projections::content::ContentIndex;
 use symphainy_wal::{Config as WalConfig, RealFs, Wal};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -44,6 +49,8 @@ pub struct ServerConfig {
     pub wal: WalConfig,
     /// Snapshot every this many events; 0 disables snapshots.
     pub snapshot_every_events: u64,
+    /// The reasoner of `content.analyze` (default: the deterministic extractive one).
+    pub reasoner: Arc<dyn Reasoner>,
 }
 
 impl ServerConfig {
@@ -59,6 +66,7 @@ impl ServerConfig {
             runtime: RuntimeConfig::default(),
             wal: WalConfig::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
+            reasoner: Arc::new(ExtractiveReasoner),
         }
     }
 }
@@ -129,14 +137,30 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         )
     });
     let clock = Arc::new(SystemClock);
+    let blobs = BlobStore::new(data_dir.join("blobs"));
+    let embedder: Arc<dyn Embedder> = Arc::new(FeatureHashEmbedder);
+    let content = Arc::new(ContentIndex::new(embedder.clone()));
     let projections = views::Projections::start(
         wal.clone(),
         &state,
         config.redis_url.as_deref(),
         &data_dir.join("graph"),
         &symphainy_engine::id::Clock::now_ms(clock.as_ref()).to_string(),
+        content.clone(),
+        blobs.clone(),
     )?;
-    let registry = Arc::new(default_registry().context("registering capabilities")?);
+    // Realms are wired in here; the runtime core knows none of them.
+    let mut registry = default_registry().context("registering capabilities")?;
+    let realm = Arc::new(ContentRealm {
+        blobs: blobs.clone(),
+        embedder,
+        facts: content,
+        reasoner: config.reasoner.clone(),
+    });
+    realm
+        .register(&mut registry)
+        .context("registering the content realm")?;
+    let registry = Arc::new(registry);
     let runtime = Runtime::start_with_state(
         wal.clone(),
         state,

@@ -180,6 +180,27 @@ pub const ROUTES: &[RouteSpec] = &[
         200,
     ),
     route(
+        "POST",
+        "/content/upload",
+        Access::Tenant,
+        "Upload files (multipart: session_id, one or more file parts); each becomes a content.upload execution",
+        202,
+    ),
+    route(
+        "GET",
+        "/content/documents/{document_id}",
+        Access::Tenant,
+        "A document: metadata, chunk count and facts",
+        200,
+    ),
+    route(
+        "GET",
+        "/content/search",
+        Access::Tenant,
+        "Search the caller's documents (q, k): exact cosine top-k chunks",
+        200,
+    ),
+    route(
         "GET",
         "/graph/vertex/{collection}/{key}",
         Access::Tenant,
@@ -234,6 +255,11 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/metrics") => get(crate::metrics::prometheus),
         ("GET", "/runtime/digest") => get(digest),
         ("GET", "/curator/capabilities") => get(capabilities),
+        ("POST", "/content/upload") => {
+            post(content_upload).layer(axum::extract::DefaultBodyLimit::disable())
+        }
+        ("GET", "/content/documents/{document_id}") => get(content_document),
+        ("GET", "/content/search") => get(content_search),
         ("GET", "/graph/vertex/{collection}/{key}") => get(graph_vertex),
         ("GET", "/graph/traverse") => get(graph_traverse),
         ("GET", "/openapi.json") => get(openapi),
@@ -721,6 +747,181 @@ async fn wal_slice(
             .await
             .map_err(AppError::internal)??;
     Ok(axum::Json(json!({ "events": events, "next_lsn": next_lsn })).into_response())
+}
+
+/// The upload route (its body limit differs from every other route's).
+pub const UPLOAD_PATH: &str = "/content/upload";
+
+fn too_large(message: String) -> AppError {
+    AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+}
+
+async fn content_upload(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    multipart: Result<axum::extract::Multipart, axum::extract::multipart::MultipartRejection>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let mut multipart = multipart.map_err(|e| AppError::bad_request(e.body_text()))?;
+    let limits = &state.limits;
+    let bad_part = |e: axum::extract::multipart::MultipartError| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large(e.body_text())
+        } else {
+            AppError::bad_request(format!("multipart body: {}", e.body_text()))
+        }
+    };
+    let mut session_id = None;
+    let mut files: Vec<(String, Option<String>, String)> = Vec::new();
+    let mut total = 0usize;
+    while let Some(mut field) = multipart.next_field().await.map_err(bad_part)? {
+        match field.name() {
+            Some("session_id") => {
+                let text = field.text().await.map_err(bad_part)?;
+                session_id = Some(parse_id(text.trim())?);
+            }
+            Some("file") => {
+                if files.len() >= limits.upload_files_max {
+                    return Err(too_large(format!(
+                        "at most {} files per upload request",
+                        limits.upload_files_max
+                    )));
+                }
+                let filename = field
+                    .file_name()
+                    .map(str::to_string)
+                    .unwrap_or_else(|| format!("upload-{}", files.len() + 1));
+                let media_type = field.content_type().map(str::to_string);
+                let mut bytes = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad_part)? {
+                    total += chunk.len();
+                    if bytes.len() + chunk.len() > limits.upload_file_bytes_max {
+                        return Err(too_large(format!(
+                            "file {filename:?} exceeds the limit of {} bytes",
+                            limits.upload_file_bytes_max
+                        )));
+                    }
+                    if total > limits.upload_request_bytes_max {
+                        return Err(too_large(format!(
+                            "the upload exceeds the limit of {} bytes",
+                            limits.upload_request_bytes_max
+                        )));
+                    }
+                    bytes.extend_from_slice(&chunk);
+                }
+                // The bytes are durable before the intent that names them is logged.
+                let blobs = state.projections.blobs.clone();
+                let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
+                    .await
+                    .map_err(AppError::internal)?
+                    .map_err(AppError::internal)?;
+                files.push((filename, media_type, sha));
+            }
+            other => {
+                return Err(AppError::bad_request(format!(
+                    "unexpected multipart field {:?} (expected session_id and file)",
+                    other.unwrap_or("")
+                )));
+            }
+        }
+    }
+    let session_id =
+        session_id.ok_or_else(|| AppError::bad_request("the session_id field is required"))?;
+    if files.is_empty() {
+        return Err(AppError::bad_request("at least one file part is required"));
+    }
+    let mut executions = Vec::with_capacity(files.len());
+    for (filename, media_type, sha) in files {
+        let submitted = state
+            .runtime
+            .submit_intent(SubmitIntent {
+                tenant_id: principal.tenant_id.clone(),
+                session_id,
+                intent_type: "content.upload".into(),
+                realm: Some("content".into()),
+                payload: json!({"filename": filename, "media_type": media_type, "blob_sha256": sha}),
+                idempotency_key: None,
+            })
+            .await?;
+        executions.push(
+            json!({"execution_id": submitted.execution_id.to_string(), "filename": filename}),
+        );
+    }
+    Ok((
+        StatusCode::ACCEPTED,
+        axum::Json(json!({ "executions": executions })),
+    )
+        .into_response())
+}
+
+/// Lets the content index apply what is durable now (bounded wait).
+async fn content_caught_up(state: &AppState) {
+    let target = state.wal.durable_lsn();
+    state
+        .projections
+        .content_runner
+        .wait_applied(target, state_read_wait(state))
+        .await;
+}
+
+async fn content_document(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Path(id): Path<String>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    content_caught_up(&state).await;
+    state
+        .projections
+        .content
+        .document(&principal.tenant_id, &id)
+        .map(|v| axum::Json(v).into_response())
+        .ok_or_else(AppError::not_found)
+}
+
+#[derive(Deserialize)]
+struct SearchQuery {
+    q: Option<String>,
+    k: Option<String>,
+}
+
+async fn content_search(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Query(query): Query<SearchQuery>,
+) -> Result<Response, AppError> {
+    use symphainy_projections::content::{SEARCH_K_MAX, SEARCH_QUERY_BYTES_MAX};
+    tenant_access(&state, &principal)?;
+    let q = query
+        .q
+        .filter(|q| !q.trim().is_empty())
+        .ok_or_else(|| AppError::bad_request("q=TEXT is required"))?;
+    if q.len() > SEARCH_QUERY_BYTES_MAX {
+        return Err(AppError::bad_request(format!(
+            "q exceeds {SEARCH_QUERY_BYTES_MAX} bytes"
+        )));
+    }
+    let k = match query.k.as_deref() {
+        None => 5,
+        Some(k) => k
+            .parse::<usize>()
+            .ok()
+            .filter(|k| (1..=SEARCH_K_MAX).contains(k))
+            .ok_or_else(|| {
+                AppError::bad_request(format!("k must be a number from 1 to {SEARCH_K_MAX}"))
+            })?,
+    };
+    content_caught_up(&state).await;
+    let index = state.projections.content.clone();
+    let tenant = principal.tenant_id.clone();
+    let hits = tokio::task::spawn_blocking(move || index.search(&tenant, &q, k))
+        .await
+        .map_err(AppError::internal)?;
+    let results: Vec<Value> = hits
+        .into_iter()
+        .map(|h| json!({"document_id": h.document_id, "chunk_id": h.chunk_id, "score": h.score, "text": h.text}))
+        .collect();
+    Ok(axum::Json(json!({ "results": results })).into_response())
 }
 
 /// Lets the graph view apply what is durable now (bounded wait), so a caller sees its own

@@ -15,6 +15,8 @@ use std::time::Duration;
 use anyhow::Context;
 use serde_json::Value;
 use symphainy_engine::State;
+use symphainy_engine::realms::content::blob::BlobStore;
+use symphainy_projections::content::{ContentIndex, ContentProjection};
 use symphainy_projections::graph::{GraphView, Opened, SledGraph};
 use symphainy_projections::runner::{Runner, RunnerConfig};
 use symphainy_projections::store::StateStore;
@@ -31,6 +33,11 @@ pub struct Projections {
     pub graph_runner: Runner,
     /// How the graph directory was found at start.
     pub graph_opened: Opened,
+    /// Documents, chunk vectors and facts of the content realm.
+    pub content: Arc<ContentIndex>,
+    pub content_runner: Runner,
+    /// The content realm's blob store (uploads land here before their intent is logged).
+    pub blobs: BlobStore,
     /// Reads the surface could not answer, answered by the runtime instead.
     pub fallback_reads: AtomicU64,
     wal: Arc<Wal>,
@@ -44,6 +51,8 @@ impl Projections {
         redis_url: Option<&str>,
         graph_dir: &Path,
         aside_suffix: &str,
+        content: Arc<ContentIndex>,
+        blobs: BlobStore,
     ) -> anyhow::Result<Self> {
         let store = Arc::new(match redis_url {
             Some(url) => StateStore::redis(url).with_context(|| "parsing the Redis URL")?,
@@ -65,7 +74,16 @@ impl Projections {
             recovered.clone(),
             RunnerConfig::default(),
         );
+        let content_runner = Runner::start(
+            wal.clone(),
+            ContentProjection::new(content.clone(), blobs.clone()),
+            State::default(),
+            RunnerConfig::default(),
+        );
         Ok(Self {
+            content,
+            content_runner,
+            blobs,
             reader: SurfaceReader::new(store.clone()),
             store,
             surface,
@@ -107,6 +125,7 @@ impl Projections {
     pub async fn stop(&self) {
         self.surface.stop().await;
         self.graph_runner.stop().await;
+        self.content_runner.stop().await;
         if let Err(e) = self.graph.flush() {
             tracing::warn!(error = %e, "flushing the graph view failed");
         }

@@ -20,6 +20,9 @@ struct Fixture {
 }
 
 fn fill(path: &str, f: &Fixture) -> String {
+    if path == "/content/search" {
+        return format!("{path}?q=acme-secret&k=5");
+    }
     if path == "/graph/traverse" {
         return format!(
             "{path}?start=executions/{}&direction=any&depth=2",
@@ -30,6 +33,7 @@ fn fill(path: &str, f: &Fixture) -> String {
         .replace("{execution_id}", &f.execution)
         .replace("{token_id}", &f.token_id)
         .replace("{collection}/{key}", &format!("executions/{}", f.execution))
+        .replace("{document_id}", &f.execution)
 }
 
 fn body_for(path: &str, f: &Fixture) -> Option<Value> {
@@ -136,6 +140,11 @@ async fn every_route_refuses_every_bad_credential() {
             let (status, answer) = globex.raw(m.clone(), &path, body.clone()).await.unwrap();
             match route.access {
                 Access::Admin => assert_eq!(status, 401, "{context}"),
+                // A JSON body is not a multipart upload: refused before any lookup (the
+                // upload into another tenant's session is in tests/integration/content.rs).
+                Access::Tenant if route.path == "/content/upload" => {
+                    assert_eq!(status, 400, "{context}: {answer}");
+                }
                 Access::Tenant if route.path.contains('{') || route.path == "/intent/submit" => {
                     assert_eq!(status, 404, "{context}: {answer}");
                 }

@@ -71,6 +71,28 @@ pub trait FactSource: Send + Sync + std::fmt::Debug {
     fn facts(&self, tenant: &str, document_id: &str) -> Option<Vec<Fact>>;
 }
 
+/// The fact source of offline replay: `gather_facts` is a non-deterministic step, so replay
+/// uses its recorded output and never asks; if asked, it knows no document.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct RecordedFactsOnly;
+
+impl FactSource for RecordedFactsOnly {
+    fn facts(&self, _tenant: &str, _document_id: &str) -> Option<Vec<Fact>> {
+        None
+    }
+}
+
+/// The realm with its default services over the blob store in `blob_dir` (what the replay
+/// tool re-executes deterministic steps with).
+pub fn offline_realm(blob_dir: impl Into<std::path::PathBuf>) -> Arc<ContentRealm> {
+    Arc::new(ContentRealm {
+        blobs: BlobStore::new(blob_dir),
+        embedder: Arc::new(embed::FeatureHashEmbedder),
+        facts: Arc::new(RecordedFactsOnly),
+        reasoner: Arc::new(crate::agents::ExtractiveReasoner),
+    })
+}
+
 /// The realm's services.
 #[derive(Debug, Clone)]
 pub struct ContentRealm {
