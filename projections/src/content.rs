@@ -126,21 +126,29 @@ impl ContentIndex {
         let Some(docs) = inner.tenants.get(tenant) else {
             return Vec::new();
         };
-        let mut hits: Vec<(f32, &str, &Chunk)> = docs
-            .iter()
-            .flat_map(|(id, d)| {
-                d.chunks
-                    .iter()
-                    .map(move |c| (cosine(q, &c.vector), id.as_str(), c))
-            })
-            .filter(|(score, _, _)| *score > 0.0)
-            .collect();
-        hits.sort_by(|a, b| {
+        // Keep the best k in a small sorted buffer: no allocation per chunk, no full sort.
+        let k = k.clamp(1, SEARCH_K_MAX);
+        let mut best: Vec<(f32, &str, &Chunk)> = Vec::with_capacity(k + 1);
+        let better = |a: &(f32, &str, &Chunk), b: &(f32, &str, &Chunk)| {
             b.0.total_cmp(&a.0)
                 .then_with(|| a.2.chunk_id.cmp(&b.2.chunk_id))
-        });
-        hits.into_iter()
-            .take(k.min(SEARCH_K_MAX))
+        };
+        for (id, d) in docs {
+            for c in &d.chunks {
+                let score = cosine(q, &c.vector);
+                if score <= 0.0 {
+                    continue;
+                }
+                let hit = (score, id.as_str(), c);
+                if best.len() == k && better(&hit, &best[k - 1]) != std::cmp::Ordering::Less {
+                    continue;
+                }
+                let at = best.partition_point(|b| better(b, &hit) == std::cmp::Ordering::Less);
+                best.insert(at, hit);
+                best.truncate(k);
+            }
+        }
+        best.into_iter()
             .map(|(score, document_id, c)| Hit {
                 document_id: document_id.to_string(),
                 chunk_id: c.chunk_id.clone(),
@@ -148,6 +156,37 @@ impl ContentIndex {
                 text: c.text.clone(),
             })
             .collect()
+    }
+
+    /// Embeds the chunks of a document whose text is `text`.
+    fn prepare(&self, record: DocumentRecord, text: &str) -> Document {
+        let chunks = record
+            .chunks
+            .iter()
+            .enumerate()
+            .map(|(i, [s, e])| {
+                let piece = text.get(*s..*e).unwrap_or_default().to_string();
+                Chunk {
+                    chunk_id: symphainy_engine::realms::content::facts::chunk_id(
+                        &record.document_id,
+                        i,
+                    ),
+                    vector: self.embedder.embed(&piece),
+                    text: piece,
+                }
+            })
+            .collect();
+        Document { record, chunks }
+    }
+
+    /// Adds a document directly (benchmarks; the projection is the only writer in a server).
+    pub fn insert(&self, tenant: &str, record: DocumentRecord, text: &str) {
+        let doc = self.prepare(record, text);
+        self.write()
+            .tenants
+            .entry(tenant.to_string())
+            .or_default()
+            .insert(doc.record.document_id.clone(), doc);
     }
 
     /// How many chunks the index holds (all tenants).
@@ -191,23 +230,7 @@ impl ContentProjection {
     fn load(&self, record: DocumentRecord) -> Result<Document> {
         let text = document_text(&self.blobs, &record)
             .map_err(|e| Error::Store(format!("document {}: {e}", record.document_id)))?;
-        let chunks = record
-            .chunks
-            .iter()
-            .enumerate()
-            .map(|(i, [s, e])| {
-                let piece = text.get(*s..*e).unwrap_or_default().to_string();
-                Chunk {
-                    chunk_id: symphainy_engine::realms::content::facts::chunk_id(
-                        &record.document_id,
-                        i,
-                    ),
-                    vector: self.index.embedder.embed(&piece),
-                    text: piece,
-                }
-            })
-            .collect();
-        Ok(Document { record, chunks })
+        Ok(self.index.prepare(record, &text))
     }
 }
 

@@ -35,7 +35,11 @@ async fn workload(dir: &Path, intents: &[(&str, Value)]) -> (u64, String) {
         ..Config::small_for_tests()
     };
     let wal = Arc::new(Wal::open(dir.join("wal"), config).unwrap());
-    let registry = Arc::new(registry_with_test_realm(Arc::new(Probe::default())).unwrap());
+    let mut registry = registry_with_test_realm(Arc::new(Probe::default())).unwrap();
+    symphainy_engine::realms::content::offline_realm(dir.join("blobs"))
+        .register(&mut registry)
+        .unwrap();
+    let registry = Arc::new(registry);
     let rt = Runtime::start(
         wal,
         registry,
@@ -293,4 +297,42 @@ async fn rebuild_projections_builds_graph_and_redis() {
     assert_eq!(code, 2, "a graph in use must be refused");
     assert!(err.contains("graph view"), "{err}");
     drop(held);
+}
+
+// The content realm's deterministic steps re-execute to their recorded outputs (parse, chunk,
+// embed, facts over the blobs in the data directory); bytes changed under a recorded hash are
+// caught.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_determinism_covers_content_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = [
+        ("a.md", "# Title\n\nOwner: Jane\nTotal: 42 on 2026-02-03\n"),
+        ("b.csv", "x,y\n1,2\n3,4\n"),
+        (
+            "c.html",
+            "<html><title>T</title><body><h1>H</h1><p>body 7</p></body></html>",
+        ),
+    ];
+    let load: Vec<(&str, Value)> = docs
+        .iter()
+        .map(|(name, text)| ("content.upload", json!({"filename": name, "text": text})))
+        .collect();
+    workload(dir.path(), &load).await;
+    let (code, out, err) = tool(&["check-determinism", "--json"], dir.path());
+    assert_eq!(code, 0, "{out} {err}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["deterministic"], true);
+    assert!(v["checked"].as_u64().unwrap() >= 15, "{v}");
+
+    // Overwrite the markdown's blob with other bytes.
+    let sha = symphainy_engine::realms::content::blob::sha256_hex(docs[0].1.as_bytes());
+    let path = dir.path().join("blobs").join(&sha[..2]).join(&sha);
+    std::fs::write(&path, "# Other\n").unwrap();
+    let (code, out, _) = tool(&["check-determinism", "--json"], dir.path());
+    assert_eq!(code, 1, "{out}");
+    let v: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        v["first_difference"]["capability"],
+        "content.parse_and_embed"
+    );
 }
