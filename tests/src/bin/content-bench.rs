@@ -57,7 +57,11 @@ fn document(n: u64) -> String {
                 .wrapping_mul(6364136223846793005)
                 .wrapping_add(1442695040888963407);
             s.push_str(WORDS[(i >> 33) as usize % WORDS.len()]);
-            s.push(if (i >> 20) % 11 == 0 { '\n' } else { ' ' });
+            s.push(if (i >> 20).is_multiple_of(11) {
+                '\n'
+            } else {
+                ' '
+            });
         }
         s.push_str(&format!("Measured {} units.\n\n", (i >> 40) % 10_000));
     }
