@@ -84,16 +84,32 @@ async fn every_format_becomes_a_searchable_document_with_grounded_facts() {
         ))
         .await
         .unwrap();
+    // And a PDF.
+    let pdf =
+        symphainy_engine::testing::minimal_pdf(&["Cobalt Almanac", "Launch window: 2026-09-30"]);
+    let answer = acme
+        .upload(&session, &[("almanac.pdf", "application/pdf", pdf)])
+        .await
+        .unwrap();
+    let pdf_id = answer["executions"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let blobs = BlobStore::new(server.data_dir().join("blobs"));
     let phrases = [
-        "pelican thruster",
+        "pelican thruster was serviced",
         "tangerine division",
         "Osaka",
         "Zanzibar Freight",
-        "heliotrope every",
+        "water the heliotrope every",
         "lighthouse keeper",
+        "Cobalt Almanac",
     ];
-    for (i, id) in ids.iter().chain([&inline.execution_id]).enumerate() {
+    for (i, id) in ids
+        .iter()
+        .chain([&inline.execution_id, &pdf_id])
+        .enumerate()
+    {
         let status = finished(&acme, id).await;
         assert_eq!(status.status, "completed", "{id}: {:?}", status.error);
         let result = status.result.unwrap();
@@ -298,8 +314,10 @@ async fn bad_files_fail_cleanly_and_the_server_carries_on() {
             "scan.pdf",
             "application/pdf",
             b"%PDF-1.4 not really".to_vec(),
-            "unsupported_format",
+            "corrupt_file",
         ),
+        ("fake.pdf", "application/pdf", b"just text".to_vec(), "corrupt_file"),
+        ("a.docx", "application/octet-stream", b"PK\x03\x04".to_vec(), "unsupported_format"),
     ];
     for (name, media, bytes, code) in &cases {
         let answer = acme

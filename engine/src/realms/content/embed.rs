@@ -4,7 +4,7 @@
 //! machine and in any replay; a model-backed embedder can implement the trait later.
 
 /// Dimensions of the feature-hashing embedder.
-pub const EMBEDDING_DIMS: usize = 256;
+pub const EMBEDDING_DIMS: usize = 512;
 /// The fixed seed mixed into every feature hash (changing it changes every vector).
 pub const EMBEDDING_SEED: u64 = 0x5eed_c0de_2026_0001;
 

@@ -334,7 +334,7 @@ fn load_parsed(realm: &ContentRealm, record: &DocumentRecord) -> Result<parse::P
 fn parse_step(realm: &ContentRealm, input: &StepInput) -> Result<String, StepError> {
     let mut record = previous(input)?;
     let parsed = load_parsed(realm, &record)?;
-    let text_sha256 = if parsed.format == Format::Html {
+    let text_sha256 = if parsed.format.derives_text() {
         realm
             .blobs
             .put(parsed.text.as_bytes())

@@ -32,6 +32,7 @@ pub enum Format {
     Csv,
     Json,
     Html,
+    Pdf,
 }
 
 impl Format {
@@ -42,7 +43,13 @@ impl Format {
             Self::Csv => "text/csv",
             Self::Json => "application/json",
             Self::Html => "text/html",
+            Self::Pdf => "application/pdf",
         }
+    }
+
+    /// Whether the text facts point into is derived from the file (not the file itself).
+    pub fn derives_text(self) -> bool {
+        matches!(self, Self::Html | Self::Pdf)
     }
 
     /// The format from the file name, else the media type, else the first bytes.
@@ -60,12 +67,7 @@ impl Format {
             Some("csv") => Some(Self::Csv),
             Some("json") => Some(Self::Json),
             Some("html" | "htm") => Some(Self::Html),
-            Some("pdf") => {
-                return Err(ParseError::new(
-                    "unsupported_format",
-                    "PDF files are not supported by this build (txt, md, csv, json, html are)",
-                ));
-            }
+            Some("pdf") => Some(Self::Pdf),
             _ => None,
         };
         if let Some(f) = by_ext {
@@ -77,6 +79,7 @@ impl Format {
             Some("text/csv") => Some(Self::Csv),
             Some("application/json") => Some(Self::Json),
             Some("text/html") => Some(Self::Html),
+            Some("application/pdf") => Some(Self::Pdf),
             _ => None,
         };
         if let Some(f) = by_type {
@@ -84,7 +87,9 @@ impl Format {
         }
         let head = String::from_utf8_lossy(&bytes[..bytes.len().min(256)]).to_ascii_lowercase();
         let trimmed = head.trim_start();
-        if trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html") {
+        if bytes.starts_with(b"%PDF-") {
+            Ok(Self::Pdf)
+        } else if trimmed.starts_with("<!doctype html") || trimmed.starts_with("<html") {
             Ok(Self::Html)
         } else if ext.is_none() && (trimmed.starts_with('{') || trimmed.starts_with('[')) {
             Ok(Self::Json)
@@ -93,7 +98,7 @@ impl Format {
         } else {
             Err(ParseError::new(
                 "unsupported_format",
-                format!("{filename:?}: only txt, md, csv, json and html files are supported"),
+                format!("{filename:?}: only txt, md, csv, json, html and pdf files are supported"),
             ))
         }
     }
@@ -148,6 +153,9 @@ pub fn parse(format: Format, bytes: &[u8]) -> Result<Parsed, ParseError> {
             ),
         ));
     }
+    if format == Format::Pdf {
+        return parse_pdf(bytes);
+    }
     let text = std::str::from_utf8(bytes).map_err(|e| {
         ParseError::new(
             "unreadable_file",
@@ -169,6 +177,7 @@ pub fn parse(format: Format, bytes: &[u8]) -> Result<Parsed, ParseError> {
         Format::Csv => parse_csv(text),
         Format::Json => parse_json(text),
         Format::Html => Ok(parse_html(text)),
+        Format::Pdf => parse_pdf(bytes),
     }
 }
 
@@ -329,6 +338,42 @@ fn parse_json(text: &str) -> Result<Parsed, ParseError> {
         }
     }
     p.title = p.json_keys.first().copied();
+    Ok(p)
+}
+
+/// PDF to text with `pdf-extract`, isolated: the parser is known to panic on many real files,
+/// so a panic is caught and reported as a corrupt file (the step also runs on a blocking
+/// thread under the step timeout, so a hang costs one thread, never the server).
+fn parse_pdf(bytes: &[u8]) -> Result<Parsed, ParseError> {
+    if !bytes.starts_with(b"%PDF-") {
+        return Err(ParseError::new(
+            "corrupt_file",
+            "not a PDF file (no %PDF- header)",
+        ));
+    }
+    let extracted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pdf_extract::extract_text_from_mem(bytes)
+    }));
+    let text = match extracted {
+        Ok(Ok(text)) => text,
+        Ok(Err(e)) => return Err(ParseError::new("corrupt_file", format!("PDF: {e}"))),
+        Err(_) => {
+            return Err(ParseError::new(
+                "corrupt_file",
+                "PDF: the parser could not read this file",
+            ));
+        }
+    };
+    // Control characters other than line breaks and tabs are dropped.
+    let text: String = text
+        .chars()
+        .filter(|c| !c.is_control() || matches!(c, '\n' | '\t'))
+        .collect();
+    if text.trim().is_empty() {
+        return Err(ParseError::new("empty_file", "the PDF holds no text"));
+    }
+    let mut p = parse_txt(&text);
+    p.format = Format::Pdf;
     Ok(p)
 }
 
@@ -521,6 +566,18 @@ mod tests {
         assert_eq!(names, ["Main & more", "Second"]);
         assert!(p.text.contains("Body text."));
         assert!(!p.text.contains("var x"));
+    }
+
+    #[test]
+    fn pdf_text_is_extracted() {
+        let pdf = crate::testing::minimal_pdf(&["Saffron Ledger", "Total: 77 coins"]);
+        assert_eq!(Format::detect("scan", None, &pdf).unwrap(), Format::Pdf);
+        let p = parse(Format::Pdf, &pdf).unwrap();
+        assert!(p.text.contains("Saffron Ledger"), "{:?}", p.text);
+        assert_eq!(at(&p, p.title.unwrap()), "Saffron Ledger");
+        // Truncated in the middle: refused, not a crash.
+        let cut = &pdf[..pdf.len() / 2];
+        assert_eq!(parse(Format::Pdf, cut).unwrap_err().code, "corrupt_file");
     }
 
     #[test]
