@@ -38,6 +38,16 @@ struct Args {
     #[arg(long, env = "SYMPHAINY_SNAPSHOT_EVERY", default_value_t = crate::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
     /// Log format.
+    /// An OpenAI-compatible endpoint for `content.analyze` (default: the deterministic
+    /// extractive reasoner), e.g. http://127.0.0.1:11434/v1.
+    #[arg(long, env = "SYMPHAINY_REASONER_URL")]
+    reasoner_url: Option<String>,
+    /// The model the reasoner endpoint is asked for.
+    #[arg(long, env = "SYMPHAINY_REASONER_MODEL", default_value = "default")]
+    reasoner_model: String,
+    /// Bearer key for the reasoner endpoint.
+    #[arg(long, env = "SYMPHAINY_REASONER_API_KEY", hide_env_values = true)]
+    reasoner_api_key: Option<String>,
     #[arg(long, env = "SYMPHAINY_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
 }
@@ -76,6 +86,13 @@ pub async fn main() -> anyhow::Result<()> {
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
     config.limits.body_bytes_max = args.body_bytes_max;
     config.snapshot_every_events = args.snapshot_every_events;
+    if let Some(url) = &args.reasoner_url {
+        config.reasoner = std::sync::Arc::new(crate::reasoner::HttpReasoner::new(
+            url,
+            &args.reasoner_model,
+            args.reasoner_api_key.clone(),
+        )?);
+    }
     let running = crate::start(config).await?;
     println!("listening on http://{}", running.addr);
     println!("admin UI: http://{}/ui", running.addr);

@@ -9,6 +9,7 @@ pub mod error;
 pub mod metrics;
 pub mod openapi;
 pub mod policy;
+pub mod reasoner;
 pub mod routes;
 pub mod views;
 pub mod ws;

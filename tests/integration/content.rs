@@ -316,8 +316,18 @@ async fn bad_files_fail_cleanly_and_the_server_carries_on() {
             b"%PDF-1.4 not really".to_vec(),
             "corrupt_file",
         ),
-        ("fake.pdf", "application/pdf", b"just text".to_vec(), "corrupt_file"),
-        ("a.docx", "application/octet-stream", b"PK\x03\x04".to_vec(), "unsupported_format"),
+        (
+            "fake.pdf",
+            "application/pdf",
+            b"just text".to_vec(),
+            "corrupt_file",
+        ),
+        (
+            "a.docx",
+            "application/octet-stream",
+            b"PK\x03\x04".to_vec(),
+            "unsupported_format",
+        ),
     ];
     for (name, media, bytes, code) in &cases {
         let answer = acme
@@ -462,4 +472,77 @@ async fn grounded_analysis_cites_existing_facts_and_rejects_inventions() {
         .unwrap();
     let status = finished(&acme, &s.execution_id).await;
     assert_ne!(status.status, "completed");
+}
+
+/// A local OpenAI-compatible endpoint: answers with one claim citing the first fact it was
+/// given and one citing a fact that does not exist; counts its calls.
+async fn mock_reasoner() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = calls.clone();
+    let app = axum::Router::new().route(
+        "/v1/chat/completions",
+        axum::routing::post(move |axum::Json(body): axum::Json<Value>| {
+            let counter = counter.clone();
+            async move {
+                counter.fetch_add(1, Ordering::SeqCst);
+                let user: Value = serde_json::from_str(body["messages"][1]["content"].as_str().unwrap_or("{}")).unwrap_or_default();
+                let first = user["facts"][0]["fact_id"].as_str().unwrap_or("none").to_string();
+                let content = json!({
+                    "answer": format!("model answer to {}", user["question"]),
+                    "claims": [
+                        {"text": "from the document", "citations": [first]},
+                        {"text": "from thin air", "citations": ["fact-that-does-not-exist"]},
+                    ],
+                });
+                axum::Json(json!({"choices": [{"message": {"role": "assistant", "content": content.to_string()}}]}))
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (format!("http://{addr}/v1"), calls)
+}
+
+// The HTTP reasoner's answer is recorded as the reason step's output (the log holds it, so
+// replay needs no reasoner); its invented citation is rejected by validation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_reasoner_answers_are_recorded_and_validated() {
+    let (url, calls) = mock_reasoner().await;
+    let reasoner =
+        symphainy_server::reasoner::HttpReasoner::new(&url, "mock", Some("k".into())).unwrap();
+    let server = TestServer::start_with(|c: &mut ServerConfig| c.reasoner = Arc::new(reasoner))
+        .await
+        .unwrap();
+    let (result, doc) = analyze(&server, "Who owns the report?").await;
+    assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(result["validated"], false, "{result}");
+    assert_eq!(result["claims"].as_array().unwrap().len(), 1);
+    let first_fact = doc["facts"][0]["fact_id"].as_str().unwrap();
+    assert_eq!(result["claims"][0]["citations"][0], first_fact);
+    assert!(
+        result["answer"]
+            .as_str()
+            .unwrap()
+            .starts_with("model answer")
+    );
+    // The proposal is in the log, as the reason step's recorded output.
+    let (lsn, digest) = server.admin().digest().await.unwrap();
+    let reader = symphainy_wal::WalReader::open(server.data_dir().join("wal")).unwrap();
+    let (state, _) =
+        symphainy_engine::runtime::replay_cursor(&mut reader.cursor(1), Some(lsn)).unwrap();
+    assert_eq!(symphainy_engine::digest::digest(&state), digest);
+    let recorded = state
+        .executions
+        .values()
+        .find(|e| e.capability == "content.grounded_analysis")
+        .and_then(|e| e.steps[1].output_json.clone())
+        .unwrap();
+    assert!(recorded.contains("fact-that-does-not-exist"), "{recorded}");
+    assert_eq!(
+        calls.load(std::sync::atomic::Ordering::SeqCst),
+        1,
+        "replay called nobody"
+    );
 }

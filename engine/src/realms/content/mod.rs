@@ -404,9 +404,11 @@ pub struct GroundedAnalysis {
     realm: Arc<ContentRealm>,
 }
 
+/// `gather_facts` reads the content index and `reason` may call an external reasoner: both
+/// are non-deterministic, so replay uses their recorded outputs.
 const ANALYSIS_STEPS: [(&str, bool); 3] = [
     ("gather_facts", false),
-    ("reason", true),
+    ("reason", false),
     ("validate", true),
 ];
 
@@ -503,13 +505,17 @@ impl SagaStep for AnalysisStep {
                         input.previous_output_json.as_deref().unwrap_or("null"),
                     )
                     .map_err(|e| permanent("bad_input", e.to_string()))?;
-                    let agent = GroundedReasoningAgent {
-                        reasoner: SharedReasoner(realm.reasoner.clone()),
-                    };
-                    let view = FactView::new(&g.facts);
-                    let gathered = agent.gather(&g.question, view);
-                    g.proposal = Some(agent.reason(&g.question, FactView::new(&gathered)));
-                    json(&g)
+                    // A reasoner may block (an HTTP call): run it off the async workers.
+                    blocking(move || {
+                        let agent = GroundedReasoningAgent {
+                            reasoner: SharedReasoner(realm.reasoner.clone()),
+                        };
+                        let view = FactView::new(&g.facts);
+                        let gathered = agent.gather(&g.question, view);
+                        g.proposal = Some(agent.reason(&g.question, FactView::new(&gathered)));
+                        serde_json::to_string(&g).map_err(|e| permanent("internal", e.to_string()))
+                    })
+                    .await
                 }
                 _ => {
                     let g: Gathered = serde_json::from_str(
