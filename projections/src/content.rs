@@ -213,6 +213,13 @@ impl FactSource for ContentIndex {
                 .clone(),
         )
     }
+
+    fn search(&self, tenant: &str, query: &str, k: usize) -> Vec<(String, String, f32, String)> {
+        ContentIndex::search(self, tenant, query, k)
+            .into_iter()
+            .map(|h| (h.document_id, h.chunk_id, h.score, h.text))
+            .collect()
+    }
 }
 
 /// The content index as a projection; reads chunk text from the blob store.

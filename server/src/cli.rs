@@ -48,6 +48,10 @@ struct Args {
     /// Bearer key for the reasoner endpoint.
     #[arg(long, env = "SYMPHAINY_REASONER_API_KEY", hide_env_values = true)]
     reasoner_api_key: Option<String>,
+    /// Policy: skip the citation check of `content.analyze` (claims are then reported
+    /// unvalidated).
+    #[arg(long, env = "SYMPHAINY_NO_CLAIM_VALIDATION")]
+    no_claim_validation: bool,
     #[arg(long, env = "SYMPHAINY_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
 }
@@ -86,6 +90,7 @@ pub async fn main() -> anyhow::Result<()> {
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
     config.limits.body_bytes_max = args.body_bytes_max;
     config.snapshot_every_events = args.snapshot_every_events;
+    config.validate_claims = !args.no_claim_validation;
     if let Some(url) = &args.reasoner_url {
         config.reasoner = std::sync::Arc::new(crate::reasoner::HttpReasoner::new(
             url,

@@ -52,6 +52,8 @@ pub struct ServerConfig {
     pub snapshot_every_events: u64,
     /// The reasoner of `content.analyze` (default: the deterministic extractive one).
     pub reasoner: Arc<dyn Reasoner>,
+    /// Policy: `content.analyze` validates every claim's citations (default on).
+    pub validate_claims: bool,
 }
 
 impl ServerConfig {
@@ -68,6 +70,7 @@ impl ServerConfig {
             wal: WalConfig::default(),
             snapshot_every_events: SNAPSHOT_EVERY_EVENTS_DEFAULT,
             reasoner: Arc::new(ExtractiveReasoner),
+            validate_claims: true,
         }
     }
 }
@@ -157,6 +160,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         embedder,
         facts: content,
         reasoner: config.reasoner.clone(),
+        validate_claims: config.validate_claims,
     });
     realm
         .register(&mut registry)

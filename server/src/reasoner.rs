@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use symphainy_engine::agents::{Claim, FactView, Proposal, Reasoner};
+use symphainy_engine::agents::{Claim, FactView, Proposal, Reasoner, ToolRequest};
 
 /// Time allowed to one reasoner call (the step's own timeout is longer).
 pub const REASONER_TIMEOUT: Duration = Duration::from_secs(20);
@@ -16,7 +16,9 @@ pub const REASONER_FACTS_MAX: usize = 200;
 
 const INSTRUCTIONS: &str = "Answer the question using only the facts given. Reply with a JSON \
 object {\"answer\": string, \"claims\": [{\"text\": string, \"citations\": [fact_id, ...]}]}; \
-every claim cites the fact_id of each fact it rests on.";
+every claim cites the fact_id of each fact it rests on. To search the user's documents, add \
+\"tool_requests\": [{\"intent_type\": \"content.search\", \"payload\": {\"q\": string}}]; the runtime \
+decides and runs them.";
 
 /// Calls `POST {base_url}/chat/completions`.
 #[derive(Debug)]
@@ -99,12 +101,21 @@ impl HttpReasoner {
                     .collect(),
             })
             .collect();
+        let tool_requests = parsed["tool_requests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|t| ToolRequest {
+                intent_type: t["intent_type"].as_str().unwrap_or_default().to_string(),
+                payload_json: t["payload"].to_string(),
+            })
+            .collect();
         Ok(Proposal {
             answer: parsed["answer"]
                 .as_str()
                 .map_or_else(|| content.to_string(), str::to_string),
             claims,
-            tool_requests: Vec::new(),
+            tool_requests,
         })
     }
 }

@@ -459,6 +459,17 @@ async fn grounded_analysis_cites_existing_facts_and_rejects_inventions() {
     assert_eq!(result["validated"], false, "{result}");
     assert_eq!(result["claims"].as_array().unwrap().len(), 1);
     assert_eq!(result["rejected_claims"][0]["claim"]["text"], "invented");
+    // With validation switched off by policy, claims are reported unchecked.
+    let unchecked = TestServer::start_with(|c: &mut ServerConfig| {
+        c.reasoner = Arc::new(Inventive);
+        c.validate_claims = false;
+    })
+    .await
+    .unwrap();
+    let (result, _) = analyze(&unchecked, "anything").await;
+    assert_eq!(result["validation"], "off");
+    assert_eq!(result["validated"], false);
+    assert_eq!(result["claims"].as_array().unwrap().len(), 2);
     // Analysis of a document that does not exist fails with a clear code.
     let acme = inventive.tenant("globex").await.unwrap();
     let session = acme.create_session(json!({})).await.unwrap().session_id;
@@ -493,6 +504,10 @@ async fn mock_reasoner() -> (String, Arc<std::sync::atomic::AtomicUsize>) {
                     "claims": [
                         {"text": "from the document", "citations": [first]},
                         {"text": "from thin air", "citations": ["fact-that-does-not-exist"]},
+                    ],
+                    "tool_requests": [
+                        {"intent_type": "content.search", "payload": {"q": "tangerine division"}},
+                        {"intent_type": "runtime.shell", "payload": {"cmd": "rm -rf /"}},
                     ],
                 });
                 axum::Json(json!({"choices": [{"message": {"role": "assistant", "content": content.to_string()}}]}))
@@ -540,6 +555,20 @@ async fn http_reasoner_answers_are_recorded_and_validated() {
         .and_then(|e| e.steps[1].output_json.clone())
         .unwrap();
     assert!(recorded.contains("fact-that-does-not-exist"), "{recorded}");
+    // Tool requests: the allowed one ran (its results recorded), the other was refused.
+    let tools = result["tool_results"].as_array().unwrap();
+    assert_eq!(tools[0]["tool"], "content.search");
+    assert!(
+        tools[0]["results"][0]["text"]
+            .as_str()
+            .unwrap()
+            .contains("tangerine"),
+        "{tools:?}"
+    );
+    assert!(
+        tools[1]["error"].as_str().unwrap().contains("not allowed"),
+        "{tools:?}"
+    );
     assert_eq!(
         calls.load(std::sync::atomic::Ordering::SeqCst),
         1,

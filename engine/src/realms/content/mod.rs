@@ -69,7 +69,14 @@ pub struct DocumentRecord {
 pub trait FactSource: Send + Sync + std::fmt::Debug {
     /// The facts of `tenant`'s document; `None` when the tenant has no such document.
     fn facts(&self, tenant: &str, document_id: &str) -> Option<Vec<Fact>>;
+    /// The `k` chunks of `tenant` closest to `query`: `(document_id, chunk_id, score, text)`.
+    fn search(&self, tenant: &str, query: &str, k: usize) -> Vec<(String, String, f32, String)>;
 }
+
+/// Tool requests run for one analysis at most.
+pub const TOOL_REQUESTS_MAX: usize = 4;
+/// Tools an agent may ask the runtime for (read-only, inside the caller's tenant).
+pub const TOOLS: [&str; 1] = ["content.search"];
 
 /// The fact source of offline replay: `gather_facts` is a non-deterministic step, so replay
 /// uses its recorded output and never asks; if asked, it knows no document.
@@ -79,6 +86,10 @@ pub struct RecordedFactsOnly;
 impl FactSource for RecordedFactsOnly {
     fn facts(&self, _tenant: &str, _document_id: &str) -> Option<Vec<Fact>> {
         None
+    }
+
+    fn search(&self, _tenant: &str, _query: &str, _k: usize) -> Vec<(String, String, f32, String)> {
+        Vec::new()
     }
 }
 
@@ -90,6 +101,7 @@ pub fn offline_realm(blob_dir: impl Into<std::path::PathBuf>) -> Arc<ContentReal
         embedder: Arc::new(embed::FeatureHashEmbedder),
         facts: Arc::new(RecordedFactsOnly),
         reasoner: Arc::new(crate::agents::ExtractiveReasoner),
+        validate_claims: true,
     })
 }
 
@@ -100,6 +112,8 @@ pub struct ContentRealm {
     pub embedder: Arc<dyn Embedder>,
     pub facts: Arc<dyn FactSource>,
     pub reasoner: Arc<dyn Reasoner>,
+    /// Policy: check every claim's citations (the analysis' validation phase).
+    pub validate_claims: bool,
 }
 
 impl ContentRealm {
@@ -404,11 +418,13 @@ pub struct GroundedAnalysis {
     realm: Arc<ContentRealm>,
 }
 
-/// `gather_facts` reads the content index and `reason` may call an external reasoner: both
-/// are non-deterministic, so replay uses their recorded outputs.
-const ANALYSIS_STEPS: [(&str, bool); 3] = [
+/// `gather_facts` reads the content index, `reason` may call an external reasoner and
+/// `run_tools` runs the tools the agent asked for against the index: all three are
+/// non-deterministic, so replay uses their recorded outputs.
+const ANALYSIS_STEPS: [(&str, bool); 4] = [
     ("gather_facts", false),
     ("reason", false),
+    ("run_tools", false),
     ("validate", true),
 ];
 
@@ -425,6 +441,9 @@ struct Gathered {
     facts: Vec<Fact>,
     #[serde(default)]
     proposal: Option<Proposal>,
+    /// What the runtime ran for the agent's tool requests.
+    #[serde(default)]
+    tool_results: Vec<Value>,
 }
 
 impl CapabilityHandler for GroundedAnalysis {
@@ -498,6 +517,7 @@ impl SagaStep for AnalysisStep {
                         question: p.question,
                         facts,
                         proposal: None,
+                        tool_results: Vec::new(),
                     })
                 }
                 1 => {
@@ -517,24 +537,72 @@ impl SagaStep for AnalysisStep {
                     })
                     .await
                 }
+                2 => {
+                    let mut g: Gathered = serde_json::from_str(
+                        input.previous_output_json.as_deref().unwrap_or("null"),
+                    )
+                    .map_err(|e| permanent("bad_input", e.to_string()))?;
+                    let requests = g
+                        .proposal
+                        .as_ref()
+                        .map(|p| p.tool_requests.clone())
+                        .unwrap_or_default();
+                    g.tool_results = requests
+                        .iter()
+                        .take(TOOL_REQUESTS_MAX)
+                        .map(|r| run_tool(&realm, &input.tenant_id, r))
+                        .collect();
+                    json(&g)
+                }
                 _ => {
                     let g: Gathered = serde_json::from_str(
                         input.previous_output_json.as_deref().unwrap_or("null"),
                     )
                     .map_err(|e| permanent("bad_input", e.to_string()))?;
                     let proposal = g.proposal.unwrap_or_default();
-                    let checked = crate::agents::validate(proposal, FactView::new(&g.facts));
+                    let (claims, validated, rejected) = if realm.validate_claims {
+                        let checked =
+                            crate::agents::validate(proposal.clone(), FactView::new(&g.facts));
+                        (checked.claims, checked.validated, checked.rejected)
+                    } else {
+                        (proposal.claims.clone(), false, Vec::new())
+                    };
                     Ok(json!({
                         "document_id": g.document_id,
-                        "answer": checked.answer,
-                        "claims": checked.claims,
-                        "validated": checked.validated,
-                        "rejected_claims": checked.rejected.iter().map(|(c, why)| json!({"claim": c, "reason": why})).collect::<Vec<_>>(),
+                        "answer": proposal.answer,
+                        "claims": claims,
+                        "validated": validated,
+                        "validation": if realm.validate_claims { "on" } else { "off" },
+                        "rejected_claims": rejected.iter().map(|(c, why)| json!({"claim": c, "reason": why})).collect::<Vec<_>>(),
+                        "tool_results": g.tool_results,
                     })
                     .to_string())
                 }
             }
         })
+    }
+}
+
+/// Runs one tool an agent asked for, if it is an allowed one; the outcome is recorded.
+fn run_tool(realm: &ContentRealm, tenant: &str, request: &crate::agents::ToolRequest) -> Value {
+    let payload: Value = serde_json::from_str(&request.payload_json).unwrap_or(Value::Null);
+    match request.intent_type.as_str() {
+        "content.search" => {
+            let q = payload["q"].as_str().unwrap_or_default();
+            let k = payload["k"].as_u64().unwrap_or(3).clamp(1, 10) as usize;
+            let hits: Vec<Value> = realm
+                .facts
+                .search(tenant, q, k)
+                .into_iter()
+                .map(|(d, c, score, text)| json!({"document_id": d, "chunk_id": c, "score": score, "text": text}))
+                .collect();
+            json!({"tool": "content.search", "payload": payload, "results": hits})
+        }
+        other => json!({
+            "tool": other,
+            "payload": payload,
+            "error": format!("tool {other:?} is not allowed (allowed: {})", TOOLS.join(", ")),
+        }),
     }
 }
 
