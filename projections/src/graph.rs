@@ -611,7 +611,16 @@ impl<G: GraphStore> Projection for GraphView<G> {
         if batch.is_empty() {
             return Ok(());
         }
-        match self.store.commit(&render_batch(state, batch)) {
+        // Rendering and sled's writes are CPU work: tell the scheduler, so this worker's other
+        // tasks (request handling) move elsewhere meanwhile.
+        let commit = || self.store.commit(&render_batch(state, batch));
+        let outcome = match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(commit)
+            }
+            _ => commit(),
+        };
+        match outcome {
             // sled found corruption while writing: the runner clears and rebuilds the view.
             Err(Error::Graph(e @ sled::Error::Corruption { .. })) => {
                 Err(Error::StoreCorrupt(e.to_string()))

@@ -43,6 +43,10 @@ pub struct RunnerConfig {
     pub backoff_max: Duration,
     /// A projection behind the log that made no progress for this long is reported stalled.
     pub stall_after: Duration,
+    /// Least time between two writes when the runner is keeping up: events arriving
+    /// meanwhile join one batch, so an entity touched by several of them (an execution's
+    /// steps) is rendered once instead of once per event. Zero writes as soon as possible.
+    pub coalesce: Duration,
 }
 
 impl Default for RunnerConfig {
@@ -52,6 +56,7 @@ impl Default for RunnerConfig {
             backoff_min: Duration::from_millis(50),
             backoff_max: Duration::from_secs(5),
             stall_after: Duration::from_secs(5),
+            coalesce: Duration::ZERO,
         }
     }
 }
@@ -416,6 +421,13 @@ impl<L: Log> Session<'_, L> {
                         );
                     }
                     self.backoff = self.config.backoff_min;
+                    // Keeping up (a short batch): let the next events gather.
+                    if !self.config.coalesce.is_zero()
+                        && (batch.events() as usize) < self.config.batch_events_max
+                        && sleep_or_stop(self.config.coalesce, stop).await
+                    {
+                        return Ended::Stopped;
+                    }
                 }
                 Err(Error::Diverged { expected, found }) => {
                     let e = Error::Diverged { expected, found };

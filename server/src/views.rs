@@ -13,6 +13,20 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
+
+/// How long each projection lets events gather between writes while keeping up (see
+/// `RunnerConfig::coalesce`): the state surface briefly (reads wait for it), the graph view
+/// and the content index longer (their writes are the costliest per entity).
+pub const SURFACE_COALESCE: Duration = Duration::from_millis(5);
+pub const GRAPH_COALESCE: Duration = Duration::from_millis(100);
+pub const CONTENT_COALESCE: Duration = Duration::from_millis(20);
+
+fn runner_config(coalesce: Duration) -> RunnerConfig {
+    RunnerConfig {
+        coalesce,
+        ..RunnerConfig::default()
+    }
+}
 use serde_json::Value;
 use symphainy_engine::State;
 use symphainy_engine::realms::content::blob::BlobStore;
@@ -66,19 +80,19 @@ impl Projections {
             wal.clone(),
             StateSurface::new(store.clone()),
             recovered.clone(),
-            RunnerConfig::default(),
+            runner_config(SURFACE_COALESCE),
         );
         let graph_runner = Runner::start(
             wal.clone(),
             GraphView::new(graph.clone()),
             recovered.clone(),
-            RunnerConfig::default(),
+            runner_config(GRAPH_COALESCE),
         );
         let content_runner = Runner::start(
             wal.clone(),
             ContentProjection::new(content.clone(), blobs.clone()),
             State::default(),
-            RunnerConfig::default(),
+            runner_config(CONTENT_COALESCE),
         );
         Ok(Self {
             content,
