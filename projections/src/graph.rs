@@ -282,7 +282,96 @@ impl GraphStore for SledGraph {
         Ok(())
     }
 
+    fn tenant_events(&self, tenant: &str) -> Result<u64> {
+        let key = events_key(tenant);
+        u64_value(&key, self.db.get(&key)?)
+    }
+
+    fn dump(&self) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for entry in self.db.iter() {
+            let (k, v) = entry?;
+            let value = if k.first() == Some(&META) {
+                u64_value(&k, Some(v))?.to_string()
+            } else {
+                String::from_utf8_lossy(&v).into_owned()
+            };
+            out.push((String::from_utf8_lossy(&k).into_owned(), value));
+        }
+        Ok(out)
+    }
+
+    fn clear(&self) -> Result<()> {
+        self.db.clear()?;
+        self.db.flush()?;
+        Ok(())
+    }
+
     fn vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>> {
+        if let Some((execution, index)) = step_of(id) {
+            return Ok(self
+                .stored_vertex(tenant, &format!("executions/{execution}"))?
+                .and_then(|e| step_vertex(tenant, execution, index, &e)));
+        }
+        self.stored_vertex(tenant, id)
+    }
+
+    fn edges(
+        &self,
+        tenant: &str,
+        id: &str,
+        direction: Direction,
+        limit: usize,
+    ) -> Result<Vec<Edge>> {
+        let mut out = self.stored_edges(tenant, id, direction, limit)?;
+        let outbound = matches!(direction, Direction::Outbound | Direction::Any);
+        let inbound = matches!(direction, Direction::Inbound | Direction::Any);
+        if outbound && let Some(execution) = id.strip_prefix("executions/") {
+            let steps = self
+                .stored_vertex(tenant, id)?
+                .and_then(|e| e["step_count"].as_u64())
+                .unwrap_or(0);
+            for i in 0..steps {
+                out.push(Edge {
+                    from: id.to_string(),
+                    label: "has_step",
+                    to: format!("steps/{execution}-{i}"),
+                });
+            }
+        }
+        if inbound
+            && let Some((execution, _)) = step_of(id)
+            && self.vertex(tenant, id)?.is_some()
+        {
+            out.push(Edge {
+                from: format!("executions/{execution}"),
+                label: "has_step",
+                to: id.to_string(),
+            });
+        }
+        out.truncate(limit);
+        Ok(out)
+    }
+}
+
+/// `steps/<execution>-<index>` split.
+fn step_of(id: &str) -> Option<(&str, usize)> {
+    let rest = id.strip_prefix("steps/")?;
+    let (execution, index) = rest.rsplit_once('-')?;
+    Some((execution, index.parse().ok()?))
+}
+
+/// The vertex of step `index` of an execution vertex.
+fn step_vertex(tenant: &str, execution: &str, index: usize, e: &Value) -> Option<Value> {
+    let mut doc = e["steps"].as_array()?.get(index)?.clone();
+    doc["tenant_id"] = json!(tenant);
+    doc["execution_id"] = json!(execution);
+    doc["index"] = json!(index);
+    Some(with_id(doc, "steps", &format!("{execution}-{index}")))
+}
+
+impl SledGraph {
+    fn stored_vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>> {
         let key = vertex_key(tenant, id);
         match self.db.get(&key)? {
             None => Ok(None),
@@ -295,7 +384,7 @@ impl GraphStore for SledGraph {
         }
     }
 
-    fn edges(
+    fn stored_edges(
         &self,
         tenant: &str,
         id: &str,
@@ -344,31 +433,6 @@ impl GraphStore for SledGraph {
             }
         }
         Ok(out)
-    }
-
-    fn tenant_events(&self, tenant: &str) -> Result<u64> {
-        let key = events_key(tenant);
-        u64_value(&key, self.db.get(&key)?)
-    }
-
-    fn dump(&self) -> Result<Vec<(String, String)>> {
-        let mut out = Vec::new();
-        for entry in self.db.iter() {
-            let (k, v) = entry?;
-            let value = if k.first() == Some(&META) {
-                u64_value(&k, Some(v))?.to_string()
-            } else {
-                String::from_utf8_lossy(&v).into_owned()
-            };
-            out.push((String::from_utf8_lossy(&k).into_owned(), value));
-        }
-        Ok(out)
-    }
-
-    fn clear(&self) -> Result<()> {
-        self.db.clear()?;
-        self.db.flush()?;
-        Ok(())
     }
 }
 
@@ -423,29 +487,12 @@ fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphW
             "lsn": e.intent_lsn,
         }),
     );
+    // Steps live inside their execution's vertex (one write instead of one per step plus
+    // two per edge); `steps/<execution>-<index>` vertices and `has_step` edges are derived
+    // from it when read.
     let mut status = view::execution_status(state, e);
-    let steps = status
-        .as_object_mut()
-        .and_then(|o| o.remove("steps"))
-        .unwrap_or(Value::Null);
     status["step_count"] = json!(e.steps.len());
     put("executions", &execution, status);
-    for (i, step) in steps.as_array().into_iter().flatten().enumerate() {
-        let mut doc = step.clone();
-        doc["tenant_id"] = json!(tenant);
-        doc["execution_id"] = json!(execution);
-        doc["index"] = json!(i);
-        let key = format!("{execution}-{i}");
-        put("steps", &key, doc);
-        out.edges.insert((
-            t.clone(),
-            Edge {
-                from: format!("executions/{execution}"),
-                label: "has_step",
-                to: format!("steps/{key}"),
-            },
-        ));
-    }
     if let Some(spec) = state.capability(&e.capability, e.capability_version) {
         let key = format!("{}@{}", spec.name, spec.version);
         put("capabilities", &key, view::capability(spec));
