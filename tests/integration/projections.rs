@@ -142,9 +142,14 @@ async fn caught_up(server: &TestServer) {
 async fn reads_come_from_the_redis_surface_and_graph_endpoints_work() {
     let redis = RedisServer::start().unwrap();
     let url = redis.url(0);
-    let server = TestServer::start_with(|c: &mut ServerConfig| c.redis_url = Some(url))
-        .await
-        .unwrap();
+    let server = TestServer::start_with(|c: &mut ServerConfig| {
+        c.redis_url = Some(url);
+        // A loaded CI machine may take a while to apply a batch: wait rather than fall back,
+        // since this test asserts every read came from the surface.
+        c.limits.state_read_wait_ms = 10_000;
+    })
+    .await
+    .unwrap();
     let acme = tenant_client(&server, "acme").await;
     let globex = tenant_client(&server, "globex").await;
     let session = acme.create_session(json!({"k": "v"})).await.unwrap();
