@@ -12,6 +12,13 @@ use symphainy_wal::{Lsn, RecordMeta};
 
 use crate::{Error, Result};
 
+fn decode(lsn: Lsn, meta: RecordMeta, payload: &[u8]) -> Result<Event> {
+    codec::decode(meta, payload).map_err(|e| Error::Decode {
+        lsn,
+        reason: e.to_string(),
+    })
+}
+
 /// An entity a batch changed.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Touched {
@@ -80,10 +87,7 @@ impl Fold {
         if lsn <= self.state.last_lsn {
             return Ok(());
         }
-        let event = codec::decode(meta, payload).map_err(|e| Error::Decode {
-            lsn,
-            reason: e.to_string(),
-        })?;
+        let event = decode(lsn, meta, payload)?;
         self.apply(lsn, event);
         Ok(())
     }
@@ -93,10 +97,7 @@ impl Fold {
         if lsn <= self.state.last_lsn {
             return Ok(());
         }
-        let event = codec::decode(meta, payload).map_err(|e| Error::Decode {
-            lsn,
-            reason: e.to_string(),
-        })?;
+        let event = decode(lsn, meta, payload)?;
         self.state.apply(lsn, event);
         Ok(())
     }

@@ -18,6 +18,8 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+/// Test support (panics on failure by design): only with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 pub mod content;
 pub mod fold;
@@ -25,6 +27,8 @@ pub mod graph;
 pub mod runner;
 pub mod store;
 pub mod surface;
+/// Test support (panics on failure by design): only with the `testing` feature.
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use fold::{Batch, Fold, Touched};

@@ -116,6 +116,11 @@ impl ProjectionStatus {
         *lock(&self.last_error) = Some(error.to_string());
     }
 
+    /// Whether the last write (or the last attempt) succeeded.
+    pub fn healthy(&self) -> bool {
+        lock(&self.last_error).is_none()
+    }
+
     pub fn applied_lsn(&self) -> Lsn {
         self.applied_lsn.load(Ordering::Acquire)
     }

@@ -116,12 +116,7 @@ impl Projections {
         F: FnOnce(SurfaceReader) -> Fut,
         Fut: Future<Output = symphainy_projections::Result<Option<Value>>>,
     {
-        let healthy = self
-            .surface
-            .status()
-            .snapshot(self.wal.durable_lsn())
-            .last_error
-            .is_none();
+        let healthy = self.surface.status().healthy();
         let target = self.wal.durable_lsn();
         if healthy && self.surface.wait_applied(target, wait).await {
             match read(self.reader.clone()).await {

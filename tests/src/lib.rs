@@ -269,3 +269,15 @@ impl Drop for RedisServer {
         self.kill();
     }
 }
+
+/// The number after `--name` on the command line, or `default` (for the benchmark binaries).
+pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
+    let args: Vec<String> = std::env::args().collect();
+    match args.iter().position(|a| a == name) {
+        None => Ok(default),
+        Some(i) => args
+            .get(i + 1)
+            .and_then(|v| v.parse().ok())
+            .with_context(|| format!("{name} takes a number")),
+    }
+}

@@ -14,26 +14,15 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use serde_json::json;
 use symphainy_engine::realms::content::DocumentRecord;
 use symphainy_engine::realms::content::embed::FeatureHashEmbedder;
 use symphainy_projections::content::ContentIndex;
 use symphainy_tests::TestServer;
+use symphainy_tests::flag;
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} takes a number")),
-    }
-}
 
 const WORDS: [&str; 24] = [
     "ledger", "orbit", "harbor", "copper", "meadow", "signal", "lantern", "quartz", "river",

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use symphainy_engine::State;
 use symphainy_engine::testing::{Synthetic, synthetic_log};
 use symphainy_projections::graph::{GraphView, SledGraph};
@@ -23,21 +22,11 @@ use symphainy_projections::runner::{REBUILD_BATCH_EVENTS, Runner, RunnerConfig, 
 use symphainy_projections::store::StateStore;
 use symphainy_projections::surface::StateSurface;
 use symphainy_tests::RedisServer;
+use symphainy_tests::flag;
 use symphainy_wal::{Config, Log, Wal};
 
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
-    let args: Vec<String> = std::env::args().collect();
-    match args.iter().position(|a| a == name) {
-        None => Ok(default),
-        Some(i) => args
-            .get(i + 1)
-            .and_then(|v| v.parse().ok())
-            .with_context(|| format!("{name} takes a number")),
-    }
-}
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
