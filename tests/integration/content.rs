@@ -129,7 +129,23 @@ async fn every_format_becomes_a_searchable_document_with_grounded_facts() {
                 f["span"][0].as_u64().unwrap() as usize,
                 f["span"][1].as_u64().unwrap() as usize,
             ];
-            assert!(text[s..e].contains(f["value"].as_str().unwrap()), "{f}");
+            let value = f["value"].as_str().unwrap();
+            match f["kind"].as_str().unwrap() {
+                // Aggregates are computed over their span, not quoted from it.
+                "word_count" => {
+                    assert_eq!(value, text[s..e].split_whitespace().count().to_string())
+                }
+                "row_count" => assert_eq!(
+                    value,
+                    text[s..e]
+                        .lines()
+                        .filter(|l| !l.trim().is_empty())
+                        .count()
+                        .to_string(),
+                    "{f}"
+                ),
+                _ => assert!(text[s..e].contains(value), "{f}"),
+            }
             assert_eq!(f["document_id"], document_id);
         }
         let hits = acme.search(phrases[i], 3).await.unwrap();
@@ -180,6 +196,11 @@ async fn every_format_becomes_a_searchable_document_with_grounded_facts() {
     assert!(has("date", "2026-04-02"));
     assert!(has("number", "$1,250.50"));
     assert!(has("csv_column", "warehouse"));
+    assert!(has("row_count", "3"), "the CSV's three data rows");
+    assert!(
+        has("word_count", "4"),
+        "the CSV's four whitespace-separated words"
+    );
     assert!(has("json_key", "customer"));
     assert!(has("title", "Heliotrope Garden"));
 

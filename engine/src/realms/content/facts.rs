@@ -1,6 +1,9 @@
 //! Deterministic fact extraction: title, headings, CSV columns, JSON keys, `key: value`
 //! lines, ISO dates and numbers, each with the byte span of the text it came from (the text
-//! at the span contains the value) and the chunk that holds it.
+//! at the span contains the value) and the chunk that holds it. Two aggregate kinds,
+//! `word_count` and `row_count` (CSV), are computed over their span instead of quoted from
+//! it: their value is the count of whitespace-separated words, or of CSV data rows, in the
+//! text at the span ([`AGGREGATE_KINDS`]).
 
 use super::chunk::chunk_of;
 use super::parse::{Format, Parsed};
@@ -11,6 +14,9 @@ pub const FACTS_MAX: usize = 2_000;
 pub const FACT_VALUE_BYTES_MAX: usize = 300;
 
 pub use crate::agents::Fact;
+
+/// Fact kinds whose value is computed over the span rather than found in it.
+pub const AGGREGATE_KINDS: [&str; 2] = ["word_count", "row_count"];
 
 /// The id of chunk `i` of a document.
 pub fn chunk_id(document_id: &str, i: usize) -> String {
@@ -35,9 +41,13 @@ pub fn extract(document_id: &str, parsed: &Parsed, chunks: &[(usize, usize)]) ->
     found.extend(dates.into_iter().map(|d| ("date", d)));
     found.sort_by_key(|(kind, (s, e))| (*s, *e, *kind));
     found.dedup();
+    let mut aggregates = vec![("word_count", (0, text.len()), words_in(text))];
+    if let (Some(rows), Some(span)) = (parsed.csv_rows, parsed.csv_rows_span) {
+        aggregates.push(("row_count", span, rows));
+    }
     let mut out = Vec::new();
     for (kind, (s, e)) in found {
-        if out.len() >= FACTS_MAX {
+        if out.len() + aggregates.len() >= FACTS_MAX {
             break;
         }
         if e <= s
@@ -59,7 +69,25 @@ pub fn extract(document_id: &str, parsed: &Parsed, chunks: &[(usize, usize)]) ->
             span: [s, e],
         });
     }
+    for (kind, (s, e), count) in aggregates {
+        let Some(c) = chunk_of(chunks, s) else {
+            continue;
+        };
+        out.push(Fact {
+            fact_id: format!("{document_id}-f{}", out.len()),
+            kind: kind.to_string(),
+            value: count.to_string(),
+            document_id: document_id.to_string(),
+            chunk_id: chunk_id(document_id, c),
+            span: [s, e],
+        });
+    }
     out
+}
+
+/// Whitespace-separated words in `text` (what a `word_count` fact counts).
+pub fn words_in(text: &str) -> u64 {
+    text.split_whitespace().count() as u64
 }
 
 /// `Key: value` lines (a short key of letters, digits, spaces, `_` or `-`).
@@ -198,7 +226,11 @@ mod tests {
         assert!(kinds(&f, "number").contains(&"$1,250.50"));
         assert!(kinds(&f, "number").contains(&"12%"));
         assert!(kinds(&f, "number").contains(&"900"));
-        for fact in &f {
+        assert_eq!(kinds(&f, "word_count"), ["22"]);
+        for fact in f
+            .iter()
+            .filter(|f| !AGGREGATE_KINDS.contains(&f.kind.as_str()))
+        {
             assert_eq!(&text[fact.span[0]..fact.span[1]], fact.value, "{fact:?}");
             assert!(fact.fact_id.starts_with("D-f") && fact.chunk_id.starts_with("D-c"));
         }
@@ -210,6 +242,10 @@ mod tests {
     fn csv_and_json_facts() {
         let f = facts(Format::Csv, "sku,price\nA1,10\nB2,20\n");
         assert_eq!(kinds(&f, "csv_column"), ["sku", "price"]);
+        assert_eq!(kinds(&f, "row_count"), ["2"]);
+        let rows = f.iter().find(|f| f.kind == "row_count").unwrap();
+        assert_eq!(rows.span, [10, 21], "the two data rows");
+        assert_eq!(kinds(&f, "word_count"), ["3"]);
         let f = facts(Format::Json, r#"{"customer": "Initech", "total": 42}"#);
         assert_eq!(kinds(&f, "json_key"), ["customer", "total"]);
         assert_eq!(kinds(&f, "number"), ["42"]);

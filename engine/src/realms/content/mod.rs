@@ -216,7 +216,8 @@ impl CapabilityHandler for ParseAndEmbed {
         CapabilitySpec {
             name: "content.parse_and_embed".into(),
             realm: "content".into(),
-            version: 1,
+            // 2: word_count and row_count facts.
+            version: 2,
             intent_types: vec!["content.upload".into()],
             inputs: vec![
                 "filename".into(),
@@ -359,7 +360,7 @@ fn parse_step(realm: &ContentRealm, input: &StepInput) -> Result<String, StepErr
     record.format = Some(parsed.format);
     record.text_sha256 = Some(text_sha256);
     record.text_bytes = Some(parsed.text.len() as u64);
-    record.words = Some(parsed.text.split_whitespace().count() as u64);
+    record.words = Some(facts::words_in(&parsed.text));
     record.rows = parsed.csv_rows;
     output(&record)
 }

@@ -121,6 +121,8 @@ pub struct Parsed {
     /// CSV: header cells and the number of data rows.
     pub csv_columns: Vec<(usize, usize)>,
     pub csv_rows: Option<u64>,
+    /// CSV: the span the rows were counted over (the data rows, or the header when none).
+    pub csv_rows_span: Option<(usize, usize)>,
     /// JSON: spans of object keys (inside the quotes), in document order.
     pub json_keys: Vec<(usize, usize)>,
 }
@@ -134,6 +136,7 @@ impl Parsed {
             headings: Vec::new(),
             csv_columns: Vec::new(),
             csv_rows: None,
+            csv_rows_span: None,
             json_keys: Vec::new(),
         }
     }
@@ -291,6 +294,7 @@ fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
         .collect();
     let width = p.csv_columns.len();
     let mut count = 0;
+    let mut rows_span = (offset, offset + header.len());
     for (offset, row) in rows {
         let cells = csv_cells(offset, row)?;
         if cells.len() != width {
@@ -303,9 +307,15 @@ fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
                 ),
             ));
         }
+        rows_span = if count == 0 {
+            (offset, offset + row.len())
+        } else {
+            (rows_span.0, offset + row.len())
+        };
         count += 1;
     }
     p.csv_rows = Some(count);
+    p.csv_rows_span = Some(rows_span);
     p.title = p.csv_columns.first().copied();
     Ok(p)
 }
