@@ -89,10 +89,21 @@ impl ContentIndex {
 
     /// A document of `tenant` as `GET /content/documents/{id}` shows it.
     pub fn document(&self, tenant: &str, document_id: &str) -> Option<Value> {
+        self.document_view(tenant, document_id, false)
+    }
+
+    /// The document's metadata and facts; with `with_chunks`, also `chunk_list`: every chunk's
+    /// id, byte span in the document text and text.
+    pub fn document_view(
+        &self,
+        tenant: &str,
+        document_id: &str,
+        with_chunks: bool,
+    ) -> Option<Value> {
         let inner = self.read();
         let d = inner.tenants.get(tenant)?.get(document_id)?;
         let r = &d.record;
-        Some(json!({
+        let mut out = json!({
             "document_id": r.document_id,
             "filename": r.filename,
             "media_type": r.media_type,
@@ -105,7 +116,16 @@ impl ContentIndex {
             "chunk_ids": d.chunks.iter().map(|c| c.chunk_id.clone()).collect::<Vec<_>>(),
             "embedder": r.embedder,
             "facts": r.facts,
-        }))
+        });
+        if with_chunks {
+            out["chunk_list"] = d
+                .chunks
+                .iter()
+                .zip(&r.chunks)
+                .map(|(c, span)| json!({"chunk_id": c.chunk_id, "span": span, "text": c.text}))
+                .collect();
+        }
+        Some(out)
     }
 
     /// The text of one chunk of a document of `tenant`.

@@ -175,6 +175,11 @@ impl Client {
         }
     }
 
+    /// The token this client sends.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
     /// The same server with another token.
     pub fn with_token(&self, token: &str) -> Self {
         Self {
@@ -365,6 +370,27 @@ impl Client {
                 .await?
                 .1,
         )
+    }
+
+    /// The caller's sessions, newest first: one page of at most `limit`, continuing after
+    /// the session id `before`. Returns the sessions and where the next page starts.
+    pub async fn list_sessions(
+        &self,
+        limit: usize,
+        before: Option<&str>,
+    ) -> Result<(Vec<Session>, Option<String>)> {
+        let mut path = format!("/sessions?limit={limit}");
+        if let Some(b) = before {
+            path.push_str(&format!("&before={b}"));
+        }
+        let page = self.call(Method::GET, &path, None).await?.1;
+        let next = page["next_before"].as_str().map(str::to_string);
+        Ok((Self::parse(page["sessions"].clone())?, next))
+    }
+
+    /// Who the server takes this client's token for (`kind`: `admin` or `tenant`).
+    pub async fn whoami(&self) -> Result<Value> {
+        Ok(self.call(Method::GET, "/auth/whoami", None).await?.1)
     }
 
     /// Closes a session.

@@ -55,6 +55,8 @@ pub struct Limits {
     pub upload_files_max: usize,
     /// All files of one upload request together. Default 64 MiB.
     pub upload_request_bytes_max: usize,
+    /// Most sessions `GET /sessions` lists (`limit`). Default 500.
+    pub sessions_page_max: usize,
 }
 
 impl Default for Limits {
@@ -74,6 +76,7 @@ impl Default for Limits {
             upload_file_bytes_max: symphainy_engine::realms::content::parse::PARSE_BYTES_MAX,
             upload_files_max: 32,
             upload_request_bytes_max: 64 * 1024 * 1024,
+            sessions_page_max: 500,
         }
     }
 }
@@ -94,6 +97,8 @@ pub struct AppState {
     pub started_at: Instant,
     pub in_flight: AtomicUsize,
     pub ws_connections: AtomicUsize,
+    /// `POST /ui/dev-signin` answers (the server runs on its embedded defaults).
+    pub dev_signin: bool,
 }
 
 impl std::fmt::Debug for AppState {
@@ -132,6 +137,7 @@ impl AppState {
             started_at: Instant::now(),
             in_flight: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
+            dev_signin: false,
         }
     }
 

@@ -37,7 +37,6 @@ struct Args {
     /// Snapshot the state every this many events (0 = never).
     #[arg(long, env = "SYMPHAINY_SNAPSHOT_EVERY", default_value_t = crate::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
-    /// Log format.
     /// An OpenAI-compatible endpoint for `content.analyze` (default: the deterministic
     /// extractive reasoner), e.g. http://127.0.0.1:11434/v1.
     #[arg(long, env = "SYMPHAINY_REASONER_URL")]
@@ -52,6 +51,11 @@ struct Args {
     /// unvalidated).
     #[arg(long, env = "SYMPHAINY_NO_CLAIM_VALIDATION")]
     no_claim_validation: bool,
+    /// Never serve the UI's dev sign-in (otherwise on when the server listens on loopback
+    /// and generated its admin token, i.e. on its embedded defaults).
+    #[arg(long, env = "SYMPHAINY_NO_DEV_SIGNIN")]
+    no_dev_signin: bool,
+    /// Log format.
     #[arg(long, env = "SYMPHAINY_LOG_FORMAT", default_value = "json", value_parser = ["json", "text"])]
     log_format: String,
 }
@@ -85,6 +89,8 @@ pub async fn main() -> anyhow::Result<()> {
     init_logs(&args.log_format);
     let mut config = crate::ServerConfig::new(args.data_dir, args.listen);
     config.redis_url = args.redis_url;
+    config.dev_signin =
+        !args.no_dev_signin && args.admin_token.is_none() && args.listen.ip().is_loopback();
     config.admin_token = args.admin_token;
     config.policy = policy::Policy { mode: args.policy };
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
@@ -101,6 +107,9 @@ pub async fn main() -> anyhow::Result<()> {
     let running = crate::start(config).await?;
     println!("listening on http://{}", running.addr);
     println!("admin UI: http://{}/ui", running.addr);
+    if running.state.dev_signin {
+        println!("dev sign-in: on (tenant `dev`; loopback only; --no-dev-signin turns it off)");
+    }
     match &running.admin_token_file {
         Some(path) => println!("admin token: in {}", path.display()),
         None => println!("admin token: as given by --admin-token"),

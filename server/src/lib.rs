@@ -44,6 +44,10 @@ pub struct ServerConfig {
     pub listen: SocketAddr,
     pub redis_url: Option<String>,
     pub admin_token: Option<String>,
+    /// Serve `POST /ui/dev-signin`, which hands the UI a token of the `dev` tenant without a
+    /// pasted token. Only for a server on its embedded defaults (loopback, generated admin
+    /// token); `main` decides, the default is off.
+    pub dev_signin: bool,
     pub limits: Limits,
     pub policy: Policy,
     pub runtime: RuntimeConfig,
@@ -64,6 +68,7 @@ impl ServerConfig {
             listen,
             redis_url: None,
             admin_token: None,
+            dev_signin: false,
             limits: Limits::default(),
             policy: Policy::default(),
             runtime: RuntimeConfig::default(),
@@ -176,7 +181,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     )
     .await
     .context("starting the runtime")?;
-    let state = Arc::new(AppState::new(
+    let mut app_state = AppState::new(
         runtime,
         wal,
         projections,
@@ -184,7 +189,9 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         config.limits.clone(),
         config.policy,
         clock,
-    ));
+    );
+    app_state.dev_signin = config.dev_signin;
+    let state = Arc::new(app_state);
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("binding {}", config.listen))?;

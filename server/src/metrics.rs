@@ -86,6 +86,7 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
         "projections": {
             "state_surface": projection(projections.surface.status().snapshot(durable)),
             "graph_view": projection(projections.graph_runner.status().snapshot(durable)),
+            "content_index": projection(projections.content_runner.status().snapshot(durable)),
         },
     })
 }

@@ -230,10 +230,38 @@ pub const ROUTES: &[RouteSpec] = &[
     ),
     route(
         "GET",
+        "/auth/whoami",
+        Access::AdminOrTenant,
+        "Who the token is: admin, or tenant, user, token id and expiry",
+        200,
+    ),
+    route(
+        "GET",
+        "/sessions",
+        Access::Tenant,
+        "List the caller's sessions, newest first (limit, before)",
+        200,
+    ),
+    route(
+        "GET",
         "/ui",
         Access::Public,
         "The browser UI (a static page that calls this API)",
         200,
+    ),
+    route(
+        "GET",
+        "/ui/{asset}",
+        Access::Public,
+        "A static file of the browser UI (app.js, client.js, style.css)",
+        200,
+    ),
+    route(
+        "POST",
+        "/ui/dev-signin",
+        Access::Public,
+        "A token of the `dev` tenant, only on a server on its embedded defaults (else 404)",
+        201,
     ),
 ];
 
@@ -265,6 +293,10 @@ fn handler(spec: &RouteSpec) -> MethodRouter<Arc<AppState>> {
         ("GET", "/openapi.json") => get(openapi),
         ("GET", "/ws") => get(crate::ws::upgrade),
         ("GET", "/ui") => get(ui),
+        ("GET", "/ui/{asset}") => get(ui_asset),
+        ("POST", "/ui/dev-signin") => post(dev_signin),
+        ("GET", "/sessions") => get(list_sessions),
+        ("GET", "/auth/whoami") => get(whoami),
         _ => get(unrouted),
     }
 }
@@ -409,7 +441,12 @@ async fn issue_token(
         .runtime
         .issue_token(&body.tenant_id, &body.user_id, ttl)
         .await?;
-    Ok((
+    Ok(issued_answer(&state, &issued))
+}
+
+/// 201 with a freshly issued token.
+fn issued_answer(state: &AppState, issued: &symphainy_engine::runtime::IssuedToken) -> Response {
+    (
         StatusCode::CREATED,
         axum::Json(json!({
             "token": state.keys.tenant_token(issued.token_id),
@@ -419,7 +456,7 @@ async fn issue_token(
             "expires_at": rfc3339(issued.expires_at_ms),
         })),
     )
-        .into_response())
+        .into_response()
 }
 
 async fn revoke_token(
@@ -864,17 +901,29 @@ async fn content_caught_up(state: &AppState) {
         .await;
 }
 
+#[derive(Deserialize)]
+struct DocumentQuery {
+    /// `chunks`: add every chunk's id, span and text (`chunk_list`).
+    include: Option<String>,
+}
+
 async fn content_document(
     State(state): Shared,
     principal: TenantPrincipal,
     Path(id): Path<String>,
+    Query(query): Query<DocumentQuery>,
 ) -> Result<Response, AppError> {
     tenant_access(&state, &principal)?;
     content_caught_up(&state).await;
+    let with_chunks = match query.include.as_deref() {
+        None => false,
+        Some("chunks") => true,
+        Some(_) => return Err(AppError::bad_request("include may only be `chunks`")),
+    };
     state
         .projections
         .content
-        .document(&principal.tenant_id, &id)
+        .document_view(&principal.tenant_id, &id, with_chunks)
         .map(|v| axum::Json(v).into_response())
         .ok_or_else(AppError::not_found)
 }
@@ -1032,11 +1081,149 @@ async fn capabilities(State(state): Shared, principal: Principal) -> Result<Resp
     Ok(axum::Json(json!({ "capabilities": list })).into_response())
 }
 
+/// The caller as the server sees its token.
+async fn whoami(State(state): Shared, principal: Principal) -> Result<Response, AppError> {
+    state.policy.check(&principal, Action::ReadNode)?;
+    let body = match principal {
+        Principal::Admin => json!({"kind": "admin"}),
+        Principal::Tenant(t) => {
+            let expires = state.runtime.peek(|s| {
+                s.token(t.token_id)
+                    .map(|(_, token)| rfc3339(token.expires_at_ms))
+            });
+            json!({
+                "kind": "tenant",
+                "tenant_id": t.tenant_id,
+                "user_id": t.user_id,
+                "token_id": t.token_id.to_string(),
+                "expires_at": expires,
+            })
+        }
+    };
+    Ok(axum::Json(body).into_response())
+}
+
+#[derive(Deserialize)]
+struct SessionsQuery {
+    limit: Option<usize>,
+    before: Option<String>,
+}
+
+/// Sessions `GET /sessions` lists when no `limit` is given.
+pub const SESSIONS_PAGE_DEFAULT: usize = 50;
+
+/// The caller's sessions, newest first (session ids are time-ordered), from the runtime's
+/// state: a scan of the node's sessions, answered in one page of at most `limit`; `before`
+/// continues after the last id of the previous page.
+async fn list_sessions(
+    State(state): Shared,
+    principal: TenantPrincipal,
+    Query(query): Query<SessionsQuery>,
+) -> Result<Response, AppError> {
+    tenant_access(&state, &principal)?;
+    let limit = query.limit.unwrap_or(SESSIONS_PAGE_DEFAULT);
+    if limit == 0 || limit > state.limits.sessions_page_max {
+        return Err(AppError::bad_request(format!(
+            "limit must be from 1 to {}",
+            state.limits.sessions_page_max
+        )));
+    }
+    let before = query
+        .before
+        .as_deref()
+        .map(|b| {
+            b.parse::<Id>()
+                .map_err(|_| AppError::bad_request("before must be a session id"))
+        })
+        .transpose()?;
+    let tenant = principal.tenant_id.as_str();
+    let (sessions, more) = state.runtime.peek(|s| {
+        let mut page: Vec<&symphainy_engine::state::Session> = s
+            .sessions
+            .values()
+            .filter(|x| x.tenant_id == tenant && before.is_none_or(|b| x.session_id < b))
+            .collect();
+        page.sort_unstable_by_key(|x| std::cmp::Reverse(x.session_id));
+        let more = page.len() > limit;
+        let list: Vec<Value> = page.iter().take(limit).map(|x| view::session(x)).collect();
+        (list, more)
+    });
+    let next_before = more
+        .then(|| sessions.last().and_then(|x| x["session_id"].as_str()))
+        .flatten()
+        .map(str::to_string);
+    Ok(axum::Json(json!({"sessions": sessions, "next_before": next_before})).into_response())
+}
+
 /// The UI page, embedded in the binary.
 const UI_HTML: &str = include_str!("../ui/index.html");
 
+/// The UI's other files, embedded in the binary: name, media type, bytes.
+const UI_ASSETS: &[(&str, &str, &str)] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/app.js"),
+    ),
+    (
+        "client.js",
+        "text/javascript; charset=utf-8",
+        include_str!("../ui/client.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_str!("../ui/style.css"),
+    ),
+];
+
+/// Headers of every UI file: no inline script or outside origin may run in the page that
+/// holds the tokens.
+fn ui_headers(media_type: &'static str) -> [(axum::http::header::HeaderName, &'static str); 4] {
+    use axum::http::header;
+    [
+        (header::CONTENT_TYPE, media_type),
+        (header::CACHE_CONTROL, "no-cache"),
+        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        (
+            header::CONTENT_SECURITY_POLICY,
+            "default-src 'self'; connect-src 'self'; img-src 'self' data:; \
+             object-src 'none'; base-uri 'none'; frame-ancestors 'none'",
+        ),
+    ]
+}
+
 async fn ui() -> Response {
-    axum::response::Html(UI_HTML).into_response()
+    (ui_headers("text/html; charset=utf-8"), UI_HTML).into_response()
+}
+
+async fn ui_asset(Path(name): Path<String>) -> Response {
+    match UI_ASSETS.iter().find(|(n, _, _)| *n == name) {
+        Some((_, media_type, body)) => (ui_headers(media_type), *body).into_response(),
+        None => AppError::not_found().into_response(),
+    }
+}
+
+/// The tenant the dev sign-in hands out tokens for.
+pub const DEV_TENANT: &str = "dev";
+/// How long a dev sign-in token lives: 8 hours.
+pub const DEV_TOKEN_TTL_SECONDS: u64 = 8 * 3600;
+
+/// A token of the `dev` tenant (created on first use) for the UI of a server on its embedded
+/// defaults: loopback only, admin token generated. Anywhere else the route does not exist.
+async fn dev_signin(State(state): Shared) -> Result<Response, AppError> {
+    if !state.dev_signin {
+        return Err(AppError::not_found());
+    }
+    match state.runtime.create_tenant(DEV_TENANT).await {
+        Ok(_) | Err(symphainy_engine::Error::TenantExists(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let issued = state
+        .runtime
+        .issue_token(DEV_TENANT, "dev", DEV_TOKEN_TTL_SECONDS)
+        .await?;
+    Ok(issued_answer(&state, &issued))
 }
 
 async fn openapi() -> Response {

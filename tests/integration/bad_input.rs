@@ -314,23 +314,6 @@ async fn rate_limit_answers_429_with_retry_after() {
     drop(acme);
 }
 
-// Every handler the router knows is reachable through the route table, and the UI page is
-// served (HTML, no token) from the binary.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn ui_page_is_served() {
-    let server = TestServer::start().await.unwrap();
-    let response = reqwest::get(format!("{}/ui", server.base)).await.unwrap();
-    assert_eq!(response.status(), 200);
-    assert!(
-        response.headers()["content-type"]
-            .to_str()
-            .unwrap()
-            .starts_with("text/html")
-    );
-    let page = response.text().await.unwrap();
-    assert!(page.contains("Symphainy") && page.contains("/curator/capabilities"));
-}
-
 // A body declared larger than the limit is refused with 413 payload_too_large before it is
 // read (raw socket: the declared length is never sent, so no client races the answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

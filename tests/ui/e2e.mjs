@@ -1,0 +1,240 @@
+// End-to-end test of the UI in headless Chromium, driven by Playwright. Started by
+// tests/integration/ui.rs against a real server, with:
+//   SYMPHAINY_BASE  the server's base URL
+//   ACME_TOKEN, GLOBEX_TOKEN  tenant tokens of two tenants; ADMIN_TOKEN the admin token
+//   CHROMIUM  the browser binary; SCREENSHOTS  where each screen's picture goes
+// Exits 0 when every check passed; otherwise prints the failed check and exits 1.
+
+import { chromium } from "playwright-core";
+import { mkdirSync } from "node:fs";
+import { join } from "node:path";
+
+const base = process.env.SYMPHAINY_BASE;
+const tokens = { acme: process.env.ACME_TOKEN, globex: process.env.GLOBEX_TOKEN, admin: process.env.ADMIN_TOKEN };
+const shots = process.env.SCREENSHOTS;
+mkdirSync(shots, { recursive: true });
+/** How long one check waits for the page (the server may run on a loaded machine). */
+const WAIT_MS = 30000;
+
+function check(ok, what) {
+  if (!ok) throw new Error("check failed: " + what);
+  console.log("ok - " + what);
+}
+
+async function api(token, path, init = {}) {
+  const r = await fetch(base + path, { ...init, headers: { authorization: "Bearer " + token, "content-type": "application/json", ...(init.headers || {}) } });
+  const text = await r.text();
+  return { status: r.status, body: text ? JSON.parse(text) : null };
+}
+
+let n = 0;
+async function shot(page, name) {
+  n += 1;
+  const path = join(shots, `${String(n).padStart(2, "0")}-${name}.png`);
+  await page.screenshot({ path, fullPage: true });
+  console.log("screenshot " + path);
+}
+
+async function signIn(page, token) {
+  await page.goto(base + "/ui");
+  await page.getByLabel("Token").fill(token);
+  await page.getByRole("button", { name: "Sign in" }).click();
+}
+
+/** The LSNs the page's live log holds, and the session's LSNs according to the WAL API. */
+async function lsnsMatchWal(page, sessionId) {
+  const shown = await page.$$eval("#event-log li", (lis) => lis.map((li) => Number(li.dataset.lsn)));
+  const wal = [];
+  let from = 1;
+  for (;;) {
+    const p = await api(tokens.acme, `/runtime/wal/${sessionId}?from_lsn=${from}&limit=1000`);
+    wal.push(...p.body.events.map((e) => e.lsn));
+    if (p.body.events.length < 1000) break;
+    from = p.body.next_lsn;
+  }
+  return { shown, wal, equal: JSON.stringify(shown) === JSON.stringify(wal) };
+}
+
+async function waitRows(page, count, status) {
+  await page.waitForFunction(([count, status]) =>
+    document.querySelectorAll(`#executions tr[data-status=${status}]`).length >= count, [count, status], { timeout: WAIT_MS });
+}
+
+const files = [
+  { name: "saffron-report.md", mimeType: "text/markdown", buffer: Buffer.from("# Saffron Quarterly Report\n\nOwner: Ada Lovelace\nReview date: 2026-05-04\n\n## Findings\nThe indigo turbine exceeded 4,200 rotations per minute.\n") },
+  { name: "harbour.csv", mimeType: "text/csv", buffer: Buffer.from("vessel,port,tonnage\nAurora,Lisbon,1200\nBorealis,Osaka,900\n") },
+  { name: "notes.txt", mimeType: "text/plain", buffer: Buffer.from("Field notes\nThe marmalade ferret sleeps near the copper kettle every afternoon.\n") },
+];
+
+const browser = await chromium.launch({
+  executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
+  args: ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync"],
+});
+let failedCheck = null;
+try {
+  const context = await browser.newContext({ viewport: { width: 1366, height: 900 } });
+  const page = await context.newPage();
+  const errors = [];
+  page.on("pageerror", (e) => errors.push(String(e)));
+
+  // Sign in (a bad token first: a clear refusal).
+  await page.goto(base + "/ui");
+  await shot(page, "signin");
+  await page.getByLabel("Token").fill("not-a-token");
+  await page.getByRole("button", { name: "Sign in" }).click();
+  await page.getByText("This token is not valid").waitFor({ timeout: WAIT_MS });
+  check(true, "a bad token is refused with a reason");
+  await signIn(page, tokens.acme);
+  await page.getByRole("heading", { name: "Sessions" }).waitFor({ timeout: WAIT_MS });
+  await page.getByText("content.parse_and_embed").first().waitFor({ timeout: WAIT_MS });
+  check(await page.getByText("No sessions yet").isVisible(), "an empty session list says so");
+  await shot(page, "sessions-empty");
+
+  // Create a session.
+  await page.getByRole("button", { name: "New session" }).click();
+  await page.getByRole("heading", { name: "Session" }).waitFor({ timeout: WAIT_MS });
+  await page.getByText(/live from LSN/).waitFor({ timeout: WAIT_MS });
+  const sessionId = decodeURIComponent(new URL(page.url()).hash.split("/")[2]);
+  check(sessionId.length === 26, "the new session's page is open: " + sessionId);
+
+  // Upload three files at once; all three reach `completed` live.
+  await page.setInputFiles("#files", files);
+  await waitRows(page, 3, "completed");
+  const rows = await page.$$eval("#executions tr", (trs) => trs.map((tr) => tr.textContent));
+  check(files.every((f) => rows.some((r) => r.includes(f.name))), "three uploads, one row each, all completed");
+  check(rows.every((r) => r.includes("extract_facts")), "each row shows its steps");
+  await shot(page, "uploads-completed");
+  let m = await lsnsMatchWal(page, sessionId);
+  check(m.equal, `live events equal the session's WAL (${m.shown.length} events, no gap, no duplicate)`);
+
+  // An oversized file is rejected with the reason; the others are unaffected.
+  await page.setInputFiles("#files", [{ name: "huge.txt", mimeType: "text/plain", buffer: Buffer.alloc(300 * 1024, 97) }]);
+  await page.locator("#uploads li.err").getByText(/huge\.txt: rejected: .*too large/).waitFor({ timeout: WAIT_MS });
+  check(true, "an oversized upload is rejected with its reason");
+  await shot(page, "upload-rejected");
+
+  // A dropped connection resumes from the last LSN seen: submit while reconnecting.
+  await page.evaluate(() => window.symphainy.feed.drop());
+  await page.getByLabel("value").fill('"after the drop"');
+  await page.getByLabel("steps").fill("3");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await waitRows(page, 4, "completed");
+  m = await lsnsMatchWal(page, sessionId);
+  check(m.equal, `after a dropped connection: still no gap and no duplicate (${m.shown.length} events)`);
+  check(await page.evaluate(() => window.symphainy.feed.drops) >= 1, "the feed did reconnect");
+
+  // A reload resumes from the last LSN seen.
+  await page.reload();
+  await page.getByText(/live from LSN/).waitFor({ timeout: WAIT_MS });
+  const resumedFrom = Number((await page.locator("#live").textContent()).match(/LSN (\d+)/)[1]);
+  check(resumedFrom === m.wal[m.wal.length - 1] + 1, `the reloaded page resumed from LSN ${resumedFrom}, after the last one seen`);
+  await waitRows(page, 4, "completed");
+  await page.getByLabel("value").fill("42");
+  await page.getByRole("button", { name: "Submit" }).click();
+  await waitRows(page, 5, "completed");
+  m = await lsnsMatchWal(page, sessionId);
+  check(m.equal, `after a reload: no gap and no duplicate (${m.shown.length} events)`);
+
+  // One execution's timeline and the WAL events behind it.
+  await page.locator("#executions tr", { hasText: "saffron-report.md" }).getByRole("link").first().click();
+  await page.getByRole("heading", { name: "Saga timeline" }).waitFor({ timeout: WAIT_MS });
+  const steps = await page.$$eval("tr[data-step]", (trs) => trs.map((tr) => tr.dataset.step + ":" + tr.querySelector(".badge").textContent));
+  check(JSON.stringify(steps) === JSON.stringify(["store", "parse", "chunk", "embed", "extract_facts"].map((s) => s + ":completed")),
+    "the timeline shows every step completed: " + steps.join(", "));
+  check(await page.locator("tr[data-lsn]").count() >= 12, "the execution's WAL events are listed");
+  await shot(page, "execution-timeline");
+
+  // Its document: facts with spans, chunks.
+  await page.getByRole("link", { name: "Open the document" }).click();
+  await page.getByRole("heading", { name: "Facts" }).waitFor({ timeout: WAIT_MS });
+  check(await page.getByText("Owner: Ada Lovelace").first().isVisible(), "the document shows its facts");
+  check(await page.locator("mark").count() > 0, "facts are shown inside their chunk's text");
+  await shot(page, "document");
+
+  // Search a phrase from a file.
+  await page.getByRole("link", { name: "Search" }).click();
+  await page.getByLabel("Words or a phrase").fill("marmalade ferret copper kettle");
+  await page.getByRole("button", { name: "Search" }).click();
+  await page.locator("tr[data-document]").first().waitFor({ timeout: WAIT_MS });
+  const top = await page.locator("tr[data-document]").first().textContent();
+  check(top.includes("marmalade ferret"), "search finds the file with the phrase first");
+  await shot(page, "search");
+
+  // WAL browser, graph explorer, metrics.
+  await page.goto(`${base}/ui#/wal/${sessionId}`);
+  await page.locator("tr[data-lsn]").first().waitFor({ timeout: WAIT_MS });
+  check(await page.locator("tr[data-lsn]").count() === 50, "the WAL browser shows a page of 50 events");
+  await page.getByRole("button", { name: "Next page →" }).click();
+  await page.getByText(/from LSN \d+: \d+ events/).waitFor({ timeout: WAIT_MS });
+  await shot(page, "wal-browser");
+  await page.goto(`${base}/ui#/graph/sessions/${sessionId}`);
+  await page.getByRole("heading", { name: /Neighbours/ }).waitFor({ timeout: WAIT_MS });
+  const neighbour = page.locator("td a", { hasText: "intents/" }).first();
+  await neighbour.click();
+  await page.getByRole("heading", { name: /^intents\// }).waitFor({ timeout: WAIT_MS });
+  check(true, "the graph explorer walks from a session to its intent");
+  await shot(page, "graph");
+  await page.getByRole("link", { name: "Metrics" }).click();
+  await page.locator("[data-metric=events] .big").waitFor({ timeout: WAIT_MS });
+  await page.waitForTimeout(2500);
+  check(Number((await page.locator("[data-metric=events] .big").textContent()).replace(/\D/g, "")) > 0, "the metrics dashboard shows events");
+  check(await page.locator("svg.chart").count() >= 3, "the dashboard draws charts");
+  await shot(page, "metrics");
+  check(errors.length === 0, "no script error on any page: " + errors.join("; "));
+
+  // The admin sees tenants and issues / revokes tokens.
+  const adminPage = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
+  await signIn(adminPage, tokens.admin);
+  await adminPage.getByRole("heading", { name: "Tenants and tokens" }).waitFor({ timeout: WAIT_MS });
+  await adminPage.getByRole("cell", { name: "globex" }).waitFor({ timeout: WAIT_MS });
+  await adminPage.getByLabel("Tenant", { exact: true }).fill("globex");
+  await adminPage.getByLabel("User").fill("bob");
+  await adminPage.getByRole("button", { name: "Issue token" }).click();
+  await adminPage.getByRole("cell", { name: "bob" }).waitFor({ timeout: WAIT_MS });
+  check(true, "the admin lists tenants and issues a token");
+  await shot(adminPage, "admin");
+
+  // Another tenant's UI never shows acme's sessions, executions or documents.
+  const other = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
+  await signIn(other, tokens.globex);
+  await other.getByRole("heading", { name: "Sessions" }).waitFor({ timeout: WAIT_MS });
+  await other.getByText("No sessions yet").waitFor({ timeout: WAIT_MS });
+  check(!(await other.content()).includes(sessionId), "globex's session list does not show acme's session");
+  const execId = (await api(tokens.acme, `/runtime/wal/${sessionId}?from_lsn=1&limit=5`)).body.events.find((e) => e.execution_id).execution_id;
+  await other.goto(`${base}/ui#/execution/${execId}`);
+  await other.locator("[role=alert]").getByText(/not found/i).waitFor({ timeout: WAIT_MS });
+  check(true, "globex opening acme's execution gets not found");
+  const docId = (await api(tokens.acme, "/content/search?q=marmalade%20ferret&k=1")).body.results[0].document_id;
+  await other.goto(`${base}/ui#/document/${docId}`);
+  await other.locator("[role=alert]").getByText(/not found/i).waitFor({ timeout: WAIT_MS });
+  await other.goto(`${base}/ui#/wal/${sessionId}`);
+  await other.locator("[role=alert]").getByText(/not found/i).waitFor({ timeout: WAIT_MS });
+  await other.goto(`${base}/ui#/session/${sessionId}`);
+  await other.locator("[role=alert]").getByText(/not found/i).waitFor({ timeout: WAIT_MS });
+  await other.goto(`${base}/ui#/search?q=marmalade%20ferret%20copper%20kettle`);
+  await other.getByText("Nothing found").waitFor({ timeout: WAIT_MS });
+  check(await other.locator("tr[data-document]").count() === 0, "globex's search finds nothing of acme's");
+  await other.goto(`${base}/ui#/graph/sessions/${sessionId}`);
+  await other.locator("[role=alert]").getByText(/not found/i).waitFor({ timeout: WAIT_MS });
+  check(true, "globex sees none of acme's execution, document, WAL, session or graph vertex");
+  await shot(other, "other-tenant");
+
+  // A revoked token: the page says so and asks to sign in again.
+  const me = await api(tokens.globex, "/auth/whoami");
+  const revoked = await api(tokens.admin, `/admin/tokens/${me.body.token_id}/revoke`, { method: "POST" });
+  check(revoked.status === 204, "the admin revokes globex's token");
+  await other.goto(`${base}/ui#/sessions`);
+  await other.getByText("Your token expired or was revoked").waitFor({ timeout: WAIT_MS });
+  check(await other.getByLabel("Token").isVisible(), "a revoked token leads back to sign-in with the reason");
+  await shot(other, "token-revoked");
+} catch (e) {
+  failedCheck = e;
+} finally {
+  await browser.close();
+}
+if (failedCheck) {
+  console.error(String(failedCheck.stack || failedCheck));
+  process.exit(1);
+}
+console.log("all UI checks passed");
