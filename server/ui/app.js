@@ -79,6 +79,11 @@ function page(title, ...children) {
   return m;
 }
 
+let unreachable = false;
+Client.onReachable = (up) => {
+  if (up && unreachable) { unreachable = false; banner(""); }
+};
+
 function banner(text, kind) {
   const b = document.getElementById("banner");
   if (!text) { b.hidden = true; return; }
@@ -98,7 +103,10 @@ function failed(e, where) {
     : e instanceof ApiError
     ? (e.status === 0 ? e.message : `${e.message} (${e.code}${e.requestId ? ", request " + e.requestId : ""})`)
     : String(e && e.message ? e.message : e);
-  if (e instanceof ApiError && (e.status === 0 || e.status === 503)) banner("Server unreachable or restarting: " + text);
+  if (e instanceof ApiError && (e.status === 0 || e.status === 503)) {
+    banner("Server unreachable or restarting: " + text + " Retry when it is back; nothing you submitted and saw accepted is lost.");
+    unreachable = true;
+  }
   if (where) fill(where, h("p", { class: "err", role: "alert", text }));
   else banner(text);
 }

@@ -15,6 +15,9 @@ export class ApiError extends Error {
 
 /** HTTP client of one token. */
 export class Client {
+  /** Told after every request whether the server answered (false: unreachable or 503). */
+  static onReachable = () => {};
+
   constructor(token) {
     this.token = token;
   }
@@ -32,8 +35,10 @@ export class Client {
     try {
       r = await fetch(path, { method, headers, body: payload });
     } catch (e) {
+      Client.onReachable(false);
       throw new ApiError(0, "unreachable", "the server cannot be reached (stopped or restarting)");
     }
+    Client.onReachable(r.status !== 503);
     if (r.status === 204) return null;
     const text = await r.text();
     let data = null;

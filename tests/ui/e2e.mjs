@@ -91,6 +91,16 @@ try {
   check(await page.getByText("No sessions yet").isVisible(), "an empty session list says so");
   await shot(page, "sessions-empty");
 
+  // The server unreachable (as while it restarts): a clear banner, gone once it answers again.
+  await page.route("**/sessions?*", (r) => r.abort("connectionrefused"));
+  await page.evaluate(() => { location.hash = "#/sessions"; window.dispatchEvent(new HashChangeEvent("hashchange")); });
+  await page.getByText("Server unreachable or restarting").waitFor({ timeout: WAIT_MS });
+  await shot(page, "server-unreachable");
+  await page.unroute("**/sessions?*");
+  await page.evaluate(() => window.dispatchEvent(new HashChangeEvent("hashchange")));
+  await page.getByText("No sessions yet").waitFor({ timeout: WAIT_MS });
+  check(await page.locator("#banner").isHidden(), "an unreachable server is said so, and the notice goes when it answers");
+
   // Create a session.
   await page.getByRole("button", { name: "New session" }).click();
   await page.getByRole("heading", { name: "Session" }).waitFor({ timeout: WAIT_MS });
