@@ -39,6 +39,10 @@ pub struct Batch {
     pub touched: BTreeMap<String, BTreeSet<Touched>>,
     /// LSNs of each tenant's events in the batch, ascending.
     pub tenant_lsns: BTreeMap<String, Vec<Lsn>>,
+    /// Sessions whose `session_created` and executions whose `intent_received` or
+    /// `saga_started` (which names the capability) is in the batch: what never changes about
+    /// them (the intent, the capability, the structural edges) needs writing only then.
+    pub created: BTreeSet<Id>,
 }
 
 impl Batch {
@@ -109,8 +113,11 @@ impl Fold {
         match &event.body {
             EventBody::TenantCreated => touched.push(Touched::Tenant(tenant.clone())),
             EventBody::TokenIssued { .. } | EventBody::TokenRevoked { .. } => {}
-            EventBody::SessionCreated { session_id, .. }
-            | EventBody::SessionClosed { session_id } => {
+            EventBody::SessionCreated { session_id, .. } => {
+                touched.push(Touched::Session(*session_id));
+                self.batch.created.insert(*session_id);
+            }
+            EventBody::SessionClosed { session_id } => {
                 touched.push(Touched::Session(*session_id));
             }
             EventBody::CapabilityRegistered { spec } => {
@@ -123,6 +130,11 @@ impl Fold {
             } => {
                 touched.push(Touched::Session(*session_id));
                 touched.push(Touched::Execution(*execution_id));
+                self.batch.created.insert(*execution_id);
+            }
+            EventBody::SagaStarted { execution_id, .. } => {
+                touched.push(Touched::Execution(*execution_id));
+                self.batch.created.insert(*execution_id);
             }
             EventBody::SagaCompleted { execution_id, .. }
             | EventBody::SagaFailed { execution_id, .. }
@@ -170,7 +182,32 @@ impl Fold {
             for (tenant, lsns) in newer.tenant_lsns {
                 batch.tenant_lsns.entry(tenant).or_default().extend(lsns);
             }
+            batch.created.extend(newer.created);
         }
         self.batch = batch;
+    }
+
+    /// Forgets the executions of a written batch that have finished: no event changes them
+    /// any more and their rendering is stored, so the fold need not hold them (a projection's
+    /// fold then holds only the executions in flight).
+    pub fn evict_finished(&mut self, batch: &Batch) {
+        for touched in batch.touched.values() {
+            for t in touched {
+                if let Touched::Execution(id) = t
+                    && self
+                        .state
+                        .executions
+                        .get(id)
+                        .is_some_and(|e| e.status.is_terminal())
+                {
+                    self.state.executions.remove(id);
+                }
+            }
+        }
+    }
+
+    /// Forgets every finished execution (after catching up to a stored checkpoint).
+    pub fn evict_all_finished(&mut self) {
+        self.state.executions.retain(|_, e| !e.status.is_terminal());
     }
 }

@@ -468,16 +468,37 @@ fn with_id(mut doc: Value, collection: &str, key: &str) -> Value {
 }
 
 /// The vertices and edges of one execution.
-fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphWrite) {
+/// Renders an execution's vertex; with `created` (its first event is in this batch) also
+/// what never changes about it: its intent, its capability and the edges between them.
+fn render_execution(
+    state: &State,
+    tenant: &str,
+    e: &Execution,
+    created: bool,
+    out: &mut GraphWrite,
+) {
     let t = tenant.to_string();
     let (intent, execution) = (e.intent_id.to_string(), e.execution_id.to_string());
-    let mut put = |collection: &str, key: &str, doc: Value| {
+    let put = |out: &mut GraphWrite, collection: &str, key: &str, doc: Value| {
         out.vertices.insert(
             (t.clone(), format!("{collection}/{key}")),
             with_id(doc, collection, key),
         );
     };
+    // Steps live inside their execution's vertex (one write instead of one per step plus
+    // two per edge); `steps/<execution>-<index>` vertices and `has_step` edges are derived
+    // from it when read.
+    let mut status = view::execution_status(state, e);
+    status["step_count"] = json!(e.steps.len());
+    put(out, "executions", &execution, status);
+    if let Some(record) = crate::content::document_of(e) {
+        render_document(&t, &execution, &record, out);
+    }
+    if !created {
+        return;
+    }
     put(
+        out,
         "intents",
         &intent,
         json!({
@@ -487,15 +508,9 @@ fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphW
             "lsn": e.intent_lsn,
         }),
     );
-    // Steps live inside their execution's vertex (one write instead of one per step plus
-    // two per edge); `steps/<execution>-<index>` vertices and `has_step` edges are derived
-    // from it when read.
-    let mut status = view::execution_status(state, e);
-    status["step_count"] = json!(e.steps.len());
-    put("executions", &execution, status);
     if let Some(spec) = state.capability(&e.capability, e.capability_version) {
         let key = format!("{}@{}", spec.name, spec.version);
-        put("capabilities", &key, view::capability(spec));
+        put(out, "capabilities", &key, view::capability(spec));
         out.edges.insert((
             t.clone(),
             Edge {
@@ -504,9 +519,6 @@ fn render_execution(state: &State, tenant: &str, e: &Execution, out: &mut GraphW
                 to: format!("capabilities/{key}"),
             },
         ));
-    }
-    if let Some(record) = crate::content::document_of(e) {
-        render_document(&t, &execution, &record, out);
     }
     out.edges.insert((
         t.clone(),
@@ -622,6 +634,9 @@ pub fn render_batch(state: &State, batch: &Batch) -> GraphWrite {
                             (tenant.clone(), format!("sessions/{key}")),
                             with_id(view::session(s), "sessions", &key),
                         );
+                        if !batch.created.contains(id) {
+                            continue;
+                        }
                         out.edges.insert((
                             tenant.clone(),
                             Edge {
@@ -634,7 +649,7 @@ pub fn render_batch(state: &State, batch: &Batch) -> GraphWrite {
                 }
                 Touched::Execution(id) => {
                     if let Some(e) = state.execution_of(tenant, *id) {
-                        render_execution(state, tenant, e, &mut out);
+                        render_execution(state, tenant, e, batch.created.contains(id), &mut out);
                     }
                 }
                 // Capabilities enter a tenant's namespace when one of its executions uses them.

@@ -364,6 +364,7 @@ impl<L: Log> Session<'_, L> {
                 return Ended::Stopped;
             }
         }
+        fold.evict_all_finished();
         self.status.progressed(applied, 0);
         let _ = self.applied_tx.send(applied);
         tracing::info!(
@@ -416,6 +417,7 @@ impl<L: Log> Session<'_, L> {
             };
             match projection.write(fold.state(), &batch).await {
                 Ok(()) => {
+                    fold.evict_finished(&batch);
                     self.status.progressed(batch.last_lsn, batch.events());
                     let _ = self.applied_tx.send(batch.last_lsn);
                     if self.backoff > self.config.backoff_min {
@@ -506,6 +508,7 @@ pub async fn rebuild<P: Projection>(
         }
         let batch = fold.take_batch();
         projection.write(fold.state(), &batch).await?;
+        fold.evict_finished(&batch);
         events += batch.events();
         batches += 1;
         progress(batch.last_lsn);
