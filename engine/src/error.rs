@@ -47,6 +47,9 @@ pub enum Error {
     /// A snapshot could not be used.
     #[error("snapshot: {0}")]
     Snapshot(String),
+    /// The replay's reading thread could not run.
+    #[error("replay: {0}")]
+    Replay(String),
 }
 
 /// Result alias of this crate.

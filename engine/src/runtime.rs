@@ -197,22 +197,82 @@ pub fn replay_cursor(
     cursor: &mut symphainy_wal::Cursor,
     to_lsn: Option<Lsn>,
 ) -> Result<(State, u64)> {
-    let mut replayer = Replayer::default();
+    // Two stages on two threads, in LSN order: this thread folds while a reader thread reads,
+    // checks and decodes the next chunk of records. The fold sees exactly the sequence a
+    // single-threaded replay would; only decoding moves.
+    let (chunks, folded) = std::sync::mpsc::sync_channel::<DecodedChunk>(REPLAY_CHUNKS_IN_FLIGHT);
+    // Emptied chunks go back to the reader, so the chunk buffers are allocated once.
+    let (recycle, recycled) = std::sync::mpsc::channel::<Vec<(Lsn, crate::event::Event)>>();
+    std::thread::scope(|scope| {
+        let reader = std::thread::Builder::new()
+            .name("replay-decoder".into())
+            .spawn_scoped(scope, move || {
+                decode_chunks(cursor, to_lsn, &chunks, &recycled)
+            })
+            .map_err(|e| Error::Replay(format!("starting the decoder thread: {e}")))?;
+        let mut replayer = Replayer::default();
+        for chunk in folded {
+            let mut chunk = chunk?;
+            for (lsn, event) in chunk.drain(..) {
+                replayer.state.apply(lsn, event);
+                replayer.applied += 1;
+            }
+            let _ = recycle.send(chunk);
+        }
+        reader
+            .join()
+            .map_err(|_| Error::Replay("the decoder thread panicked".into()))??;
+        replayer.finish()
+    })
+}
+
+/// Records the replay decoder hands over at once.
+pub const REPLAY_CHUNK_RECORDS: usize = 8192;
+/// Decoded chunks waiting for the fold (bounds the replay's extra memory).
+pub const REPLAY_CHUNKS_IN_FLIGHT: usize = 4;
+
+type DecodedChunk = Result<Vec<(Lsn, crate::event::Event)>>;
+
+/// The replay's reading stage: reads, checks and decodes records up to `to_lsn` and sends
+/// them in chunks; the first decode failure is sent and ends it.
+fn decode_chunks(
+    cursor: &mut symphainy_wal::Cursor,
+    to_lsn: Option<Lsn>,
+    out: &std::sync::mpsc::SyncSender<DecodedChunk>,
+    recycled: &std::sync::mpsc::Receiver<Vec<(Lsn, crate::event::Event)>>,
+) -> Result<()> {
     loop {
         let limit = to_lsn.map_or(usize::MAX, |to| {
             to.saturating_sub(cursor.next_lsn() - 1) as usize
         });
         if limit == 0 {
-            break;
+            return Ok(());
         }
-        let seen = cursor.visit(limit.min(8192), |lsn, meta, payload| {
-            replayer.visit(lsn, meta, payload)
+        let mut chunk = recycled
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(REPLAY_CHUNK_RECORDS));
+        let mut failure = None;
+        let seen = cursor.visit(limit.min(REPLAY_CHUNK_RECORDS), |lsn, meta, payload| {
+            if failure.is_none() {
+                match codec::decode(meta, payload) {
+                    Ok(event) => chunk.push((lsn, event)),
+                    Err(e) => failure = Some(Error::Codec(format!("LSN {lsn}: {e}"))),
+                }
+            }
         })?;
-        if seen == 0 || replayer.failure.is_some() {
-            break;
+        let done = seen == 0 || failure.is_some();
+        let message = match failure {
+            // What decoded before the failure is folded first, as a sequential replay would.
+            Some(e) => {
+                let _ = out.send(Ok(chunk));
+                Err(e)
+            }
+            None => Ok(chunk),
+        };
+        if out.send(message).is_err() || done {
+            return Ok(());
         }
     }
-    replayer.finish()
 }
 
 impl<L: Log> Runtime<L> {

@@ -1,10 +1,14 @@
 //! replay-tool benchmark: generates a data directory of `--events` events (default 10
 //! million; 3-step executions), then times what `verify` does (read every segment, check
-//! every frame's CRC, LSN continuity and the hash chain) and what `replay` does (decode and
-//! apply every event, then digest), each on one core. Last line:
+//! every frame's CRC, LSN continuity and the hash chain, on one core) and what `replay` does
+//! (read, check and decode every event on one thread while the fold applies them on another,
+//! then digest). Last line:
 //! `verify_events_per_sec=... replay_events_per_sec=...`
 //!
 //! cargo run --release -p replay-tool --example verify_replay_bench -- --events 10000000
+//!
+//! `--dir DIR` keeps the generated directory in DIR, and reuses it when it already holds a log
+//! (to measure or profile the same log again without generating it).
 
 use std::sync::Arc;
 
@@ -17,6 +21,7 @@ use symphainy_wal::{Config, RealFs, Wal, WalReader};
 
 fn main() {
     let mut events = 10_000_000u64;
+    let mut keep: Option<std::path::PathBuf> = None;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -26,12 +31,17 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--events N")
             }
-            other => panic!("unknown flag {other}; flags: --events N"),
+            "--dir" => keep = Some(args.next().expect("--dir DIR").into()),
+            other => panic!("unknown flag {other}; flags: --events N --dir DIR"),
         }
     }
-    let dir = tempfile::tempdir_in(".").expect("temp dir");
-    let wal_dir = dir.path().join("wal");
-    let written = {
+    let temp = tempfile::tempdir_in(".").expect("temp dir");
+    let wal_dir = keep.as_deref().unwrap_or(temp.path()).join("wal");
+    let written = if wal_dir.exists() {
+        WalReader::open(&wal_dir)
+            .expect("open the kept log")
+            .last_lsn()
+    } else {
         let wal = Wal::open(&wal_dir, Config::default()).expect("open");
         testing::synthetic_log(&wal, events)
     };

@@ -100,6 +100,8 @@ pub(crate) fn recover(
     let mut chain = CHAIN_SEED;
     let mut active = None;
     let count = segments.len();
+    // One buffer for every segment: its pages are faulted in once, not once per segment.
+    let mut bytes = Vec::new();
     for (position, (base, name)) in segments.into_iter().enumerate() {
         let last = position + 1 == count;
         let path = join(dir, &name);
@@ -108,8 +110,9 @@ pub(crate) fn recover(
             _ => fs.open_read(&path),
         }
         .map_err(|e| Error::io(format!("opening segment {name}"), e))?;
-        let bytes = read_all(file.as_ref(), &name)?;
-        let header = SegmentHeader::decode(&bytes).map_err(|fault| {
+        read_all(file.as_ref(), &name, &mut bytes)?;
+        let bytes = bytes.as_slice();
+        let header = SegmentHeader::decode(bytes).map_err(|fault| {
             corruption(&name, 0, next_lsn, format!("bad segment header: {fault:?}"))
         })?;
         if header.base_lsn != base {
@@ -251,14 +254,14 @@ pub(crate) fn recover(
     })
 }
 
-fn read_all(file: &dyn FileHandle, name: &str) -> Result<Vec<u8>> {
+/// Reads a whole file into `bytes` (reusing its allocation).
+fn read_all(file: &dyn FileHandle, name: &str, bytes: &mut Vec<u8>) -> Result<()> {
     let len = file
         .size()
         .map_err(|e| Error::io(format!("reading the size of {name}"), e))?;
-    let mut bytes = vec![0u8; usize::try_from(len).unwrap_or(usize::MAX)];
-    file.read_exact_at(&mut bytes, 0)
-        .map_err(|e| Error::io(format!("reading {name}"), e))?;
-    Ok(bytes)
+    bytes.resize(usize::try_from(len).unwrap_or(usize::MAX), 0);
+    file.read_exact_at(bytes, 0)
+        .map_err(|e| Error::io(format!("reading {name}"), e))
 }
 
 fn zero_range(file: &dyn FileHandle, from: u64, to: u64) -> std::io::Result<()> {
