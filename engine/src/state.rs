@@ -21,6 +21,9 @@ pub struct Tenant {
     /// Idempotency key -> execution id (scoped by tenant).
     pub idempotency: HashMap<String, Id>,
     pub sessions_open: u64,
+    /// The tenant's sessions (ids are time-ordered): an index for listing them newest first
+    /// without scanning every session of the node; derived, not part of the digest.
+    pub sessions: BTreeSet<Id>,
 }
 
 /// A token's recorded facts (its secret is never recorded).
@@ -275,6 +278,7 @@ impl State {
                     return false;
                 };
                 t.sessions_open += 1;
+                t.sessions.insert(session_id);
                 let session = Session {
                     session_id,
                     tenant_id,

@@ -1113,8 +1113,8 @@ struct SessionsQuery {
 pub const SESSIONS_PAGE_DEFAULT: usize = 50;
 
 /// The caller's sessions, newest first (session ids are time-ordered), from the runtime's
-/// state: a scan of the node's sessions, answered in one page of at most `limit`; `before`
-/// continues after the last id of the previous page.
+/// per-tenant session index: one page of at most `limit`; `before` continues after the last
+/// id of the previous page.
 async fn list_sessions(
     State(state): Shared,
     principal: TenantPrincipal,
@@ -1138,15 +1138,16 @@ async fn list_sessions(
         .transpose()?;
     let tenant = principal.tenant_id.as_str();
     let (sessions, more) = state.runtime.peek(|s| {
-        let mut page: Vec<&symphainy_engine::state::Session> = s
-            .sessions
-            .values()
-            .filter(|x| x.tenant_id == tenant && before.is_none_or(|b| x.session_id < b))
-            .collect();
-        page.sort_unstable_by_key(|x| std::cmp::Reverse(x.session_id));
-        let more = page.len() > limit;
-        let list: Vec<Value> = page.iter().take(limit).map(|x| view::session(x)).collect();
-        (list, more)
+        let Some(t) = s.tenants.get(tenant) else {
+            return (Vec::new(), false);
+        };
+        let older = match before {
+            Some(b) => t.sessions.range(..b),
+            None => t.sessions.range(..),
+        };
+        let mut page = older.rev().filter_map(|id| s.session_of(tenant, *id));
+        let list: Vec<Value> = page.by_ref().take(limit).map(view::session).collect();
+        (list, page.next().is_some())
     });
     let next_before = more
         .then(|| sessions.last().and_then(|x| x["session_id"].as_str()))
