@@ -21,6 +21,9 @@ pub struct Tenant {
     /// Idempotency key -> execution id (scoped by tenant).
     pub idempotency: HashMap<String, Id>,
     pub sessions_open: u64,
+    /// The tenant's executions by status (indexed by [`ExecutionStatus::index`]): kept as
+    /// executions change, so metrics read them without scanning; derived, not in the digest.
+    pub executions_by_status: [u64; ExecutionStatus::ALL.len()],
     /// The tenant's sessions (ids are time-ordered): an index for listing them newest first
     /// without scanning every session of the node; derived, not part of the digest.
     pub sessions: BTreeSet<Id>,
@@ -59,6 +62,20 @@ pub enum ExecutionStatus {
 }
 
 impl ExecutionStatus {
+    /// Every status, in [`ExecutionStatus::index`] order.
+    pub const ALL: [Self; 5] = [
+        Self::Accepted,
+        Self::Running,
+        Self::Completed,
+        Self::Failed,
+        Self::Compensated,
+    ];
+
+    /// Position in [`ExecutionStatus::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The contract's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -345,6 +362,7 @@ impl State {
                     t.idempotency.insert(key.clone(), execution_id);
                 }
                 session.active_sagas.insert(execution_id);
+                t.executions_by_status[ExecutionStatus::Accepted.index()] += 1;
                 let execution = Execution {
                     execution_id,
                     intent_id,
@@ -412,6 +430,7 @@ impl State {
         if e.tenant_id != tenant || e.status.is_terminal() || e.capability.is_empty() {
             return false;
         }
+        let before = e.status;
         let finished = match body {
             EventBody::StepStarted {
                 step_index,
@@ -547,6 +566,13 @@ impl State {
             }
             _ => return false,
         };
+        if e.status != before
+            && let Some(t) = self.tenants.get_mut(tenant)
+        {
+            let counts = &mut t.executions_by_status;
+            counts[before.index()] = counts[before.index()].saturating_sub(1);
+            counts[e.status.index()] += 1;
+        }
         if finished {
             e.finished_at_ms = Some(at);
             let session_id = e.session_id;

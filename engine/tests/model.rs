@@ -13,6 +13,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use serde_json::json;
+use symphainy_engine::state::ExecutionStatus;
 use symphainy_engine::testing::Probe;
 use symphainy_engine::{Id, digest, runtime};
 use symphainy_wal::{CrashMode, MemFs, WalReader};
@@ -182,6 +183,25 @@ impl Sut {
                 replayed.execution_of(tenant, *id).is_some(),
                 "acknowledged execution {id} lost"
             );
+        }
+        // The derived indexes agree with a scan, live and replayed: executions by status and
+        // sessions per tenant.
+        let live_state = self.block(rt.read(|s| s.clone())).unwrap();
+        for state in [&live_state, &replayed] {
+            for (id, t) in &state.tenants {
+                let mut counted = [0u64; ExecutionStatus::ALL.len()];
+                for e in state.executions.values().filter(|e| &e.tenant_id == id) {
+                    counted[e.status.index()] += 1;
+                }
+                assert_eq!(t.executions_by_status, counted, "tenant {id}");
+                let sessions: std::collections::BTreeSet<Id> = state
+                    .sessions
+                    .values()
+                    .filter(|x| &x.tenant_id == id)
+                    .map(|x| x.session_id)
+                    .collect();
+                assert_eq!(t.sessions, sessions, "tenant {id}");
+            }
         }
     }
 }

@@ -15,6 +15,7 @@ use std::sync::atomic::Ordering;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
+use symphainy_engine::state::ExecutionStatus;
 use symphainy_wal::Log;
 
 use crate::app::AppState;
@@ -41,14 +42,20 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
             json!({"count": count, "success": success, "failure": failure, "p50_ms": p50, "p99_ms": p99}),
         );
     }
+    // Kept per tenant by the state as executions change: no scan of the executions.
     let by_status = state.runtime.peek(|s| {
         let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for e in s
-            .executions
-            .values()
-            .filter(|e| tenant.is_none_or(|t| t == e.tenant_id))
+        for (_, t) in s
+            .tenants
+            .iter()
+            .filter(|(id, _)| tenant.is_none_or(|want| want == id.as_str()))
         {
-            *by_status.entry(e.status.name()).or_default() += 1;
+            for status in ExecutionStatus::ALL {
+                let n = t.executions_by_status[status.index()];
+                if n > 0 {
+                    *by_status.entry(status.name()).or_default() += n;
+                }
+            }
         }
         by_status
     });
