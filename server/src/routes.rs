@@ -1212,8 +1212,22 @@ pub const DEV_TOKEN_TTL_SECONDS: u64 = 8 * 3600;
 
 /// A token of the `dev` tenant (created on first use) for the UI of a server on its embedded
 /// defaults: loopback only, admin token generated. Anywhere else the route does not exist.
-async fn dev_signin(State(state): Shared) -> Result<Response, AppError> {
-    if !state.dev_signin {
+async fn dev_signin(
+    State(state): Shared,
+    headers: axum::http::HeaderMap,
+) -> Result<Response, AppError> {
+    // The Host must name this machine's loopback too, so a page whose own name resolves to
+    // 127.0.0.1 (DNS rebinding) cannot fetch a token.
+    let host = headers
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let name = match host.rsplit_once(':') {
+        Some((name, port)) if port.bytes().all(|b| b.is_ascii_digit()) => name,
+        _ => host,
+    };
+    let loopback = matches!(name, "127.0.0.1" | "localhost" | "[::1]");
+    if !state.dev_signin || !loopback {
         return Err(AppError::not_found());
     }
     match state.runtime.create_tenant(DEV_TENANT).await {

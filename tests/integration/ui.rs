@@ -146,6 +146,14 @@ async fn dev_signin_only_on_embedded_defaults() {
     let session = dev.create_session(json!({})).await.unwrap().session_id;
     let dev2 = anonymous.with_token(second["token"].as_str().unwrap());
     assert_eq!(dev2.session(&session).await.unwrap().tenant_id, "dev");
+    // A request naming another host (DNS rebinding) gets nothing.
+    let r = reqwest::Client::new()
+        .post(format!("{}/ui/dev-signin", on.base))
+        .header("host", "attacker.example:8080")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 fn ui_dir() -> PathBuf {
