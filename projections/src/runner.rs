@@ -155,6 +155,8 @@ pub struct Runner {
     stop: watch::Sender<bool>,
     /// Becomes true when the task has ended (and dropped its projection).
     ended: watch::Receiver<bool>,
+    /// Ends the runner's coalescing pause: a reader is waiting for it.
+    flush: Arc<tokio::sync::Notify>,
     task: JoinHandle<()>,
 }
 
@@ -172,13 +174,17 @@ impl Runner {
         let (applied_tx, applied) = watch::channel(0);
         let (stop, stop_rx) = watch::channel(false);
         let (ended_tx, ended) = watch::channel(false);
+        let flush = Arc::new(tokio::sync::Notify::new());
         let task = tokio::spawn({
             let status = status.clone();
+            let flush = flush.clone();
             async move {
-                run(
-                    log, projection, initial, config, status, applied_tx, stop_rx,
-                )
-                .await;
+                let signals = Signals {
+                    applied_tx,
+                    stop: stop_rx,
+                    flush,
+                };
+                run(log, projection, initial, config, status, signals).await;
                 let _ = ended_tx.send(true);
             }
         });
@@ -187,6 +193,7 @@ impl Runner {
             applied,
             stop,
             ended,
+            flush,
             task,
         }
     }
@@ -200,8 +207,14 @@ impl Runner {
         self.applied.clone()
     }
 
-    /// Waits until the projection applied `lsn`, or `timeout` passed; true if it did.
+    /// Waits until the projection applied `lsn`, or `timeout` passed; true if it did. A
+    /// runner pausing to let events gather (`RunnerConfig::coalesce`) writes at once instead,
+    /// so a waiting reader never waits for the pause.
     pub async fn wait_applied(&self, lsn: Lsn, timeout: Duration) -> bool {
+        if *self.applied.borrow() >= lsn {
+            return true;
+        }
+        self.flush.notify_one();
         wait_applied(self.applied.clone(), lsn, timeout).await
     }
 
@@ -237,6 +250,27 @@ async fn sleep_or_stop(delay: Duration, stop: &mut watch::Receiver<bool>) -> boo
     stopped || *stop.borrow()
 }
 
+/// The coalescing pause: `delay`, cut short by a waiting reader (`flush`); true if stopped.
+async fn pause(
+    delay: Duration,
+    flush: &tokio::sync::Notify,
+    stop: &mut watch::Receiver<bool>,
+) -> bool {
+    let stopped = tokio::select! {
+        () = tokio::time::sleep(delay) => false,
+        () = flush.notified() => false,
+        _ = stop.wait_for(|s| *s) => true,
+    };
+    stopped || *stop.borrow()
+}
+
+/// How a runner talks with its handle: the applied LSN out, stop and flush requests in.
+struct Signals {
+    applied_tx: watch::Sender<Lsn>,
+    stop: watch::Receiver<bool>,
+    flush: Arc<tokio::sync::Notify>,
+}
+
 /// Why a runner session ended.
 enum Ended {
     Stopped,
@@ -252,9 +286,13 @@ async fn run<L: Log, P: Projection>(
     initial: State,
     config: RunnerConfig,
     status: Arc<ProjectionStatus>,
-    applied_tx: watch::Sender<Lsn>,
-    mut stop: watch::Receiver<bool>,
+    signals: Signals,
 ) {
+    let Signals {
+        applied_tx,
+        mut stop,
+        flush,
+    } = signals;
     let mut initial = Some(initial);
     let mut clear = false;
     loop {
@@ -265,6 +303,7 @@ async fn run<L: Log, P: Projection>(
             applied_tx: &applied_tx,
             name: projection.name(),
             backoff: config.backoff_min,
+            flush: &flush,
         };
         match session
             .run(
@@ -289,6 +328,7 @@ struct Session<'a, L: Log> {
     applied_tx: &'a watch::Sender<Lsn>,
     name: &'static str,
     backoff: Duration,
+    flush: &'a tokio::sync::Notify,
 }
 
 impl<L: Log> Session<'_, L> {
@@ -431,7 +471,7 @@ impl<L: Log> Session<'_, L> {
                     // Keeping up (a short batch): let the next events gather.
                     if !self.config.coalesce.is_zero()
                         && (batch.events() as usize) < self.config.batch_events_max
-                        && sleep_or_stop(self.config.coalesce, stop).await
+                        && pause(self.config.coalesce, self.flush, stop).await
                     {
                         return Ended::Stopped;
                     }

@@ -15,10 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 /// How long each projection lets events gather between writes while keeping up (see
-/// `RunnerConfig::coalesce`): the state surface briefly (reads wait for it), the graph view
-/// and the content index longer (their writes are the costliest per entity).
-pub const SURFACE_COALESCE: Duration = Duration::from_millis(5);
-pub const GRAPH_COALESCE: Duration = Duration::from_millis(100);
+/// `RunnerConfig::coalesce`); a read waiting for a projection ends its pause at once, so
+/// these bound the write rate, not the read latency. The content index pauses least: the
+/// content realm's analysis reads the facts it holds.
+pub const SURFACE_COALESCE: Duration = Duration::from_millis(50);
+pub const GRAPH_COALESCE: Duration = Duration::from_millis(250);
 pub const CONTENT_COALESCE: Duration = Duration::from_millis(20);
 
 fn runner_config(coalesce: Duration) -> RunnerConfig {
