@@ -205,6 +205,34 @@ try {
   check(true, "the admin lists tenants and issues a token");
   await shot(adminPage, "admin");
 
+  // Keyboard only: sign in, open a session, submit an intent, reach the timeline.
+  const keys = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
+  await keys.goto(base + "/ui");
+  await keys.getByLabel("Token").waitFor({ timeout: WAIT_MS });
+  check(await keys.evaluate(() => document.activeElement.id) === "token", "the token field has the focus");
+  await keys.keyboard.type(tokens.acme);
+  await keys.keyboard.press("Enter");
+  await keys.getByRole("heading", { name: "Sessions" }).waitFor({ timeout: WAIT_MS });
+  const focusOn = async (name) => {
+    for (let i = 0; i < 40; i++) {
+      await keys.keyboard.press("Tab");
+      const label = await keys.evaluate(() => (document.activeElement.textContent || "").trim());
+      if (label === name) return true;
+    }
+    return false;
+  };
+  check(await focusOn("New session"), "Tab reaches the New session button");
+  await keys.keyboard.press("Enter");
+  await keys.getByText(/live from LSN/).waitFor({ timeout: WAIT_MS });
+  await keys.getByLabel("value").focus();
+  await keys.keyboard.type('"typed"');
+  await keys.keyboard.press("Enter");
+  await waitRows(keys, 1, "completed");
+  check(await focusOn(await keys.locator("#executions a").first().textContent()), "Tab reaches the execution's link");
+  await keys.keyboard.press("Enter");
+  await keys.getByRole("heading", { name: "Saga timeline" }).waitFor({ timeout: WAIT_MS });
+  check(true, "the keyboard alone signs in, opens a session, submits and opens the timeline");
+
   // Another tenant's UI never shows acme's sessions, executions or documents.
   const other = await (await browser.newContext({ viewport: { width: 1366, height: 900 } })).newPage();
   await signIn(other, tokens.globex);
