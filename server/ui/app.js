@@ -546,6 +546,13 @@ async function viewGraph(collection, key) {
   page("Graph explorer", form, body);
   if (!collection) {
     fill(body, h("p", { class: "empty", text: "Open a vertex: a session, execution or document id, e.g. sessions/<id>. Links on other pages lead here too." }));
+    try {
+      const { sessions } = await tenant.sessions(10);
+      if (sessions.length) {
+        append(body, [h("h2", { text: "Start from a recent session" }), h("ul", {}, sessions.map((x) =>
+          h("li", {}, link(`#/graph/sessions/${x.session_id}`, `sessions/${x.session_id}`, { class: "mono" }))))]);
+      }
+    } catch (e) { failed(e); }
     return;
   }
   try {
