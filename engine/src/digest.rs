@@ -165,7 +165,7 @@ fn step_into(c: &mut Canon, s: &StepState) {
     c.opt(s.finished_at_ms, Canon::i64);
     c.opt(s.duration_ms, Canon::u64);
     c.opt(s.output_json.as_deref(), Canon::str);
-    c.opt(s.error.as_ref(), |c, (code, message)| {
+    c.opt(s.error.as_deref(), |c, (code, message)| {
         c.str(code);
         c.str(message);
     });

@@ -268,7 +268,8 @@ pub fn plan_next(
             None => {
                 let (code, message) = execution.steps[failed as usize]
                     .error
-                    .clone()
+                    .as_deref()
+                    .cloned()
                     .unwrap_or_default();
                 Next::Finish(EventBody::SagaCompensated {
                     execution_id: id,
@@ -320,7 +321,7 @@ pub fn plan_next(
                     failed_index: index32,
                 }
             } else {
-                let (code, message) = step.error.clone().unwrap_or_default();
+                let (code, message) = step.error.as_deref().cloned().unwrap_or_default();
                 Next::Finish(EventBody::SagaFailed {
                     execution_id: id,
                     code,

@@ -125,8 +125,9 @@ pub struct StepState {
     pub finished_at_ms: Option<TimestampMs>,
     pub duration_ms: Option<u64>,
     pub output_json: Option<String>,
-    /// Code and message of the last failure.
-    pub error: Option<(String, String)>,
+    /// Code and message of the last failure (boxed: rare, and a step is kept for every
+    /// execution ever run).
+    pub error: Option<Box<(String, String)>>,
     /// Whether the last failure may be retried.
     pub retryable: bool,
     /// When a scheduled retry is due.
@@ -177,7 +178,8 @@ pub struct Execution {
     /// Set once compensation began: the step that failed for good.
     pub compensating_from: Option<u32>,
     pub result_json: Option<String>,
-    pub error: Option<ExecutionError>,
+    /// Boxed: rare, and an execution is kept for every intent ever run.
+    pub error: Option<Box<ExecutionError>>,
     pub submitted_at_ms: TimestampMs,
     pub finished_at_ms: Option<TimestampMs>,
 }
@@ -488,7 +490,7 @@ impl State {
                     return false;
                 }
                 step.status = StepStatus::Failed;
-                step.error = Some((code, message));
+                step.error = Some(Box::new((code, message)));
                 step.retryable = retryable;
                 step.finished_at_ms = Some(at);
                 step.duration_ms = Some(duration_ms);
@@ -543,11 +545,11 @@ impl State {
                 ..
             } => {
                 e.status = ExecutionStatus::Failed;
-                e.error = Some(ExecutionError {
+                e.error = Some(Box::new(ExecutionError {
                     code,
                     message,
                     step,
-                });
+                }));
                 true
             }
             EventBody::SagaCompensated {
@@ -557,11 +559,11 @@ impl State {
                 ..
             } => {
                 e.status = ExecutionStatus::Compensated;
-                e.error = Some(ExecutionError {
+                e.error = Some(Box::new(ExecutionError {
                     code,
                     message,
                     step,
-                });
+                }));
                 true
             }
             _ => return false,

@@ -80,7 +80,7 @@ pub fn execution_record(state: &State, e: &Execution) -> Value {
     if let Some(steps) = out["steps"].as_array_mut() {
         for (view, s) in steps.iter_mut().zip(&e.steps) {
             view["output"] = s.output_json.as_deref().map_or(Value::Null, raw);
-            view["error"] = s.error.as_ref().map_or(
+            view["error"] = s.error.as_deref().map_or(
                 Value::Null,
                 |(code, message)| json!({"code": code, "message": message}),
             );
@@ -201,7 +201,7 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
             output: s.output_json.as_deref().map(RawText),
             error: s
                 .error
-                .as_ref()
+                .as_deref()
                 .map(|(code, message)| StepErrorText { code, message }),
             retryable: s.retryable,
         })
