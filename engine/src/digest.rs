@@ -153,7 +153,7 @@ fn execution_into(c: &mut Canon, e: &Execution) {
         c.opt(err.step.as_deref(), Canon::str);
     });
     c.i64(e.submitted_at_ms);
-    c.opt(e.finished_at_ms, Canon::i64);
+    c.opt(e.finished_at_ms.get(), Canon::i64);
     c.u64(e.steps.len() as u64);
     e.steps.iter().for_each(|s| step_into(c, s));
 }
@@ -161,8 +161,8 @@ fn execution_into(c: &mut Canon, e: &Execution) {
 fn step_into(c: &mut Canon, s: &StepState) {
     c.str(s.status.name());
     c.u64(u64::from(s.attempts));
-    c.opt(s.started_at_ms, Canon::i64);
-    c.opt(s.finished_at_ms, Canon::i64);
+    c.opt(s.started_at_ms.get(), Canon::i64);
+    c.opt(s.finished_at_ms.get(), Canon::i64);
     c.opt(s.duration_ms, Canon::u64);
     c.opt(s.output_json.as_deref(), Canon::str);
     c.opt(s.error.as_deref(), |c, (code, message)| {
@@ -170,5 +170,5 @@ fn step_into(c: &mut Canon, s: &StepState) {
         c.str(message);
     });
     c.bool(s.retryable);
-    c.opt(s.retry_at_ms, Canon::i64);
+    c.opt(s.retry_at_ms.get(), Canon::i64);
 }

@@ -1153,7 +1153,7 @@ fn step_input(e: &Execution, index: u32, attempt: u32) -> StepInput {
         execution_id: e.execution_id,
         step_index: index,
         attempt,
-        payload_json: Arc::from(e.payload_json.as_str()),
+        payload_json: Arc::from(&*e.payload_json),
         previous_output_json: previous,
     }
 }

@@ -301,7 +301,7 @@ pub fn plan_next(
         StepStatus::Pending | StepStatus::Running => Next::RunStep {
             index: index32,
             attempt: step.attempts + 1,
-            not_before_ms: step.retry_at_ms,
+            not_before_ms: step.retry_at_ms.get(),
         },
         StepStatus::Failed => {
             let step_spec = &spec.steps[index];

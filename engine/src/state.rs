@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use symphainy_wal::Lsn;
 
 use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
-use crate::id::{Id, IdMap, TimestampMs};
+use crate::id::{Id, IdMap, OptMs, TimestampMs};
 
 /// A tenant and what belongs to it directly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -121,17 +121,17 @@ impl StepStatus {
 pub struct StepState {
     pub status: StepStatus,
     pub attempts: u32,
-    pub started_at_ms: Option<TimestampMs>,
-    pub finished_at_ms: Option<TimestampMs>,
+    pub started_at_ms: OptMs,
+    pub finished_at_ms: OptMs,
     pub duration_ms: Option<u64>,
-    pub output_json: Option<String>,
+    pub output_json: Option<Box<str>>,
     /// Code and message of the last failure (boxed: rare, and a step is kept for every
     /// execution ever run).
     pub error: Option<Box<(String, String)>>,
     /// Whether the last failure may be retried.
     pub retryable: bool,
     /// When a scheduled retry is due.
-    pub retry_at_ms: Option<TimestampMs>,
+    pub retry_at_ms: OptMs,
 }
 
 impl StepState {
@@ -139,13 +139,13 @@ impl StepState {
         Self {
             status: StepStatus::Pending,
             attempts: 0,
-            started_at_ms: None,
-            finished_at_ms: None,
+            started_at_ms: OptMs::NONE,
+            finished_at_ms: OptMs::NONE,
             duration_ms: None,
             output_json: None,
             error: None,
             retryable: false,
-            retry_at_ms: None,
+            retry_at_ms: OptMs::NONE,
         }
     }
 }
@@ -167,7 +167,7 @@ pub struct Execution {
     pub tenant_id: String,
     pub intent_type: String,
     pub realm: String,
-    pub payload_json: String,
+    pub payload_json: Box<str>,
     pub idempotency_key: Option<String>,
     /// LSN of the `intent_received` event.
     pub intent_lsn: Lsn,
@@ -177,11 +177,11 @@ pub struct Execution {
     pub steps: Vec<StepState>,
     /// Set once compensation began: the step that failed for good.
     pub compensating_from: Option<u32>,
-    pub result_json: Option<String>,
+    pub result_json: Option<Box<str>>,
     /// Boxed: rare, and an execution is kept for every intent ever run.
     pub error: Option<Box<ExecutionError>>,
     pub submitted_at_ms: TimestampMs,
-    pub finished_at_ms: Option<TimestampMs>,
+    pub finished_at_ms: OptMs,
 }
 
 /// Everything the log says, folded.
@@ -372,7 +372,7 @@ impl State {
                     tenant_id,
                     intent_type,
                     realm,
-                    payload_json,
+                    payload_json: payload_json.into_boxed_str(),
                     idempotency_key,
                     intent_lsn: self.last_lsn,
                     capability: String::new(),
@@ -383,7 +383,7 @@ impl State {
                     result_json: None,
                     error: None,
                     submitted_at_ms: at,
-                    finished_at_ms: None,
+                    finished_at_ms: OptMs::NONE,
                 };
                 self.executions.insert(execution_id, Box::new(execution));
                 true
@@ -449,8 +449,8 @@ impl State {
                 }
                 step.status = StepStatus::Running;
                 step.attempts = attempt;
-                step.retry_at_ms = None;
-                step.started_at_ms.get_or_insert(at);
+                step.retry_at_ms = OptMs::NONE;
+                step.started_at_ms.set_if_none(at);
                 e.status = ExecutionStatus::Running;
                 false
             }
@@ -468,9 +468,9 @@ impl State {
                     return false;
                 }
                 step.status = StepStatus::Completed;
-                step.output_json = Some(output_json);
+                step.output_json = Some(output_json.into_boxed_str());
                 step.error = None;
-                step.finished_at_ms = Some(at);
+                step.finished_at_ms = OptMs::some(at);
                 step.duration_ms = Some(duration_ms);
                 false
             }
@@ -492,7 +492,7 @@ impl State {
                 step.status = StepStatus::Failed;
                 step.error = Some(Box::new((code, message)));
                 step.retryable = retryable;
-                step.finished_at_ms = Some(at);
+                step.finished_at_ms = OptMs::some(at);
                 step.duration_ms = Some(duration_ms);
                 false
             }
@@ -510,7 +510,7 @@ impl State {
                 }
                 step.status = StepStatus::Pending;
                 step.retry_at_ms =
-                    Some(at.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)));
+                    OptMs::some(at.saturating_add(i64::try_from(delay_ms).unwrap_or(i64::MAX)));
                 false
             }
             EventBody::CompensationStarted {
@@ -535,7 +535,7 @@ impl State {
             }
             EventBody::SagaCompleted { result_json, .. } => {
                 e.status = ExecutionStatus::Completed;
-                e.result_json = Some(result_json);
+                e.result_json = Some(result_json.into_boxed_str());
                 true
             }
             EventBody::SagaFailed {
@@ -576,7 +576,7 @@ impl State {
             counts[e.status.index()] += 1;
         }
         if finished {
-            e.finished_at_ms = Some(at);
+            e.finished_at_ms = OptMs::some(at);
             let session_id = e.session_id;
             if let Some(session) = self.sessions.get_mut(&session_id) {
                 session.active_sagas.remove(&id);

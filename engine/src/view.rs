@@ -40,8 +40,8 @@ pub fn execution_status(state: &State, e: &Execution) -> Value {
                 "name": spec.and_then(|c| c.steps.get(i)).map_or_else(|| format!("step_{}", i + 1), |st| st.name.clone()),
                 "status": s.status.name(),
                 "attempts": s.attempts,
-                "started_at": s.started_at_ms.map(rfc3339),
-                "finished_at": s.finished_at_ms.map(rfc3339),
+                "started_at": s.started_at_ms.get().map(rfc3339),
+                "finished_at": s.finished_at_ms.get().map(rfc3339),
                 "duration_ms": s.duration_ms,
             })
         })
@@ -57,7 +57,7 @@ pub fn execution_status(state: &State, e: &Execution) -> Value {
         "status": e.status.name(),
         "steps": steps,
         "submitted_at": rfc3339(e.submitted_at_ms),
-        "finished_at": e.finished_at_ms.map(rfc3339),
+        "finished_at": e.finished_at_ms.get().map(rfc3339),
         "lsn": e.intent_lsn,
     });
     if let Some(result) = &e.result_json {
@@ -195,8 +195,8 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
             ),
             status: s.status.name(),
             attempts: s.attempts,
-            started_at: s.started_at_ms.map(rfc3339),
-            finished_at: s.finished_at_ms.map(rfc3339),
+            started_at: s.started_at_ms.get().map(rfc3339),
+            finished_at: s.finished_at_ms.get().map(rfc3339),
             duration_ms: s.duration_ms,
             output: s.output_json.as_deref().map(RawText),
             error: s
@@ -217,7 +217,7 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
         status: e.status.name(),
         steps,
         submitted_at: rfc3339(e.submitted_at_ms),
-        finished_at: e.finished_at_ms.map(rfc3339),
+        finished_at: e.finished_at_ms.get().map(rfc3339),
         lsn: e.intent_lsn,
         result: e.result_json.as_deref().map(RawText),
         error: e.error.as_ref().map(|x| ExecutionErrorText {

@@ -370,7 +370,7 @@ fn check_determinism(cli: &Cli, only: Option<&str>, as_json: bool) -> anyhow::Re
                         execution_id: *execution_id,
                         step_index: *step_index,
                         attempt: *attempt,
-                        payload_json: Arc::from(e.payload_json.as_str()),
+                        payload_json: Arc::from(&*e.payload_json),
                         previous_output_json: previous,
                     };
                     let actual = runtime.block_on(async {
