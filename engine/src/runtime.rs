@@ -1149,7 +1149,7 @@ fn step_input(e: &Execution, index: u32, attempt: u32) -> StepInput {
         .and_then(|s| s.output_json.as_deref())
         .map(Arc::from);
     StepInput {
-        tenant_id: e.tenant_id.clone(),
+        tenant_id: e.tenant_id.to_string(),
         execution_id: e.execution_id,
         step_index: index,
         attempt,

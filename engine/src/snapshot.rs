@@ -113,12 +113,13 @@ pub fn read(path: &Path) -> Result<State> {
     if payload.len() != len || Sha256::digest(payload).as_slice() != &bytes[28..60] {
         return Err(bad("checksum mismatch"));
     }
-    let (state, _): (State, usize) =
+    let (mut state, _): (State, usize) =
         bincode::serde::decode_from_slice(payload, bincode::config::standard())
             .map_err(|e| bad(&format!("undecodable: {e}")))?;
     if state.last_lsn != lsn {
         return Err(bad("LSN in the header differs from the state's"));
     }
+    state.intern_names();
     Ok(state)
 }
 

@@ -6,6 +6,7 @@
 //! hash maps are only looked up here, never iterated (the digest sorts).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use symphainy_wal::Lsn;
@@ -164,14 +165,16 @@ pub struct Execution {
     pub execution_id: Id,
     pub intent_id: Id,
     pub session_id: Id,
-    pub tenant_id: String,
-    pub intent_type: String,
-    pub realm: String,
+    /// Tenant, intent type, realm and capability are shared by every execution that names
+    /// them ([`Names`]).
+    pub tenant_id: Arc<str>,
+    pub intent_type: Arc<str>,
+    pub realm: Arc<str>,
     pub payload_json: Box<str>,
     pub idempotency_key: Option<String>,
     /// LSN of the `intent_received` event.
     pub intent_lsn: Lsn,
-    pub capability: String,
+    pub capability: Arc<str>,
     pub capability_version: u32,
     pub status: ExecutionStatus,
     pub steps: Vec<StepState>,
@@ -183,6 +186,38 @@ pub struct Execution {
     pub submitted_at_ms: TimestampMs,
     pub finished_at_ms: OptMs,
 }
+
+/// Interned names (tenants, intent types, realms, capabilities): every execution naming one
+/// holds the same allocation. At most [`NAMES_MAX`] are kept; past that, names are allocated
+/// per execution as before (correct, only larger).
+#[derive(Clone, Debug, Default)]
+pub struct Names(std::collections::HashSet<Arc<str>>);
+
+/// Most names [`Names`] keeps.
+pub const NAMES_MAX: usize = 65_536;
+
+impl Names {
+    /// The shared allocation of `name`.
+    pub fn get(&mut self, name: &str) -> Arc<str> {
+        if let Some(known) = self.0.get(name) {
+            return known.clone();
+        }
+        let fresh: Arc<str> = Arc::from(name);
+        if self.0.len() < NAMES_MAX {
+            self.0.insert(fresh.clone());
+        }
+        fresh
+    }
+}
+
+/// A cache: two states are equal whatever names they happen to have interned.
+impl PartialEq for Names {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for Names {}
 
 /// Everything the log says, folded.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -197,6 +232,9 @@ pub struct State {
     pub capabilities: BTreeMap<String, BTreeMap<u32, CapabilitySpec>>,
     /// Events that did not fit the state and changed nothing else.
     pub rejected_events: u64,
+    /// The names executions share (a cache: not serialized, not compared, not digested).
+    #[serde(skip)]
+    pub names: Names,
     /// Token id -> tenant: an index derived from the tenants' tokens (not part of the digest),
     /// so a token resolves without scanning every tenant.
     pub token_tenants: IdMap<String>,
@@ -227,7 +265,18 @@ impl State {
         self.executions
             .get(&execution_id)
             .map(|e| e.as_ref())
-            .filter(|e| e.tenant_id == tenant_id)
+            .filter(|e| *e.tenant_id == *tenant_id)
+    }
+
+    /// Makes executions share their names again (a decoded snapshot holds one copy each).
+    pub fn intern_names(&mut self) {
+        let names = &mut self.names;
+        for e in self.executions.values_mut() {
+            e.tenant_id = names.get(&e.tenant_id);
+            e.intent_type = names.get(&e.intent_type);
+            e.realm = names.get(&e.realm);
+            e.capability = names.get(&e.capability);
+        }
     }
 
     /// Applies one event at `lsn`, taking its strings. Never fails; see the module docs.
@@ -369,13 +418,13 @@ impl State {
                     execution_id,
                     intent_id,
                     session_id,
-                    tenant_id,
-                    intent_type,
-                    realm,
+                    tenant_id: self.names.get(tenant),
+                    intent_type: self.names.get(&intent_type),
+                    realm: self.names.get(&realm),
                     payload_json: payload_json.into_boxed_str(),
                     idempotency_key,
                     intent_lsn: self.last_lsn,
-                    capability: String::new(),
+                    capability: self.names.get(""),
                     capability_version: 0,
                     status: ExecutionStatus::Accepted,
                     steps: Vec::new(),
@@ -406,13 +455,13 @@ impl State {
                 let Some(e) = self.executions.get_mut(&execution_id) else {
                     return false;
                 };
-                if e.tenant_id != tenant
+                if *e.tenant_id != *tenant
                     || e.status != ExecutionStatus::Accepted
                     || !e.capability.is_empty()
                 {
                     return false;
                 }
-                e.capability = capability;
+                e.capability = self.names.get(&capability);
                 e.capability_version = capability_version;
                 e.steps = vec![StepState::pending(); step_count as usize];
                 true
@@ -429,7 +478,7 @@ impl State {
         let Some(e) = self.executions.get_mut(&id) else {
             return false;
         };
-        if e.tenant_id != tenant || e.status.is_terminal() || e.capability.is_empty() {
+        if *e.tenant_id != *tenant || e.status.is_terminal() || e.capability.is_empty() {
             return false;
         }
         let before = e.status;

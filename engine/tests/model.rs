@@ -155,7 +155,7 @@ impl Sut {
                     s.executions
                         .values()
                         .filter(|e| !e.status.is_terminal())
-                        .map(|e| (e.tenant_id.clone(), e.execution_id))
+                        .map(|e| (e.tenant_id.to_string(), e.execution_id))
                         .collect()
                 })
                 .await
@@ -190,7 +190,7 @@ impl Sut {
         for state in [&live_state, &replayed] {
             for (id, t) in &state.tenants {
                 let mut counted = [0u64; ExecutionStatus::ALL.len()];
-                for e in state.executions.values().filter(|e| &e.tenant_id == id) {
+                for e in state.executions.values().filter(|e| *e.tenant_id == **id) {
                     counted[e.status.index()] += 1;
                 }
                 assert_eq!(t.executions_by_status, counted, "tenant {id}");

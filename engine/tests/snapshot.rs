@@ -98,6 +98,21 @@ async fn recovery_from_snapshot_equals_full_replay() {
         "snapshot + tail differs from the live state"
     );
     drop(wal);
+    // Executions share their names, also those read from the snapshot.
+    let snapshotted = snapshot::read(&second).unwrap();
+    for s in [&state, &snapshotted] {
+        let acme: Vec<_> = s
+            .executions
+            .values()
+            .filter(|e| &*e.tenant_id == "acme")
+            .collect();
+        assert!(acme.len() >= 10);
+        for e in &acme {
+            assert!(Arc::ptr_eq(&e.tenant_id, &acme[0].tenant_id));
+            assert!(Arc::ptr_eq(&e.intent_type, &acme[0].intent_type));
+            assert!(Arc::ptr_eq(&e.capability, &acme[0].capability));
+        }
+    }
 
     // Damage the newest snapshot: the older one is used, with the same result.
     let mut bytes = std::fs::read(&second).unwrap();

@@ -214,7 +214,7 @@ pub async fn assert_surface_matches(state: &State, reader: &SurfaceReader) {
             .await
             .unwrap();
         assert_eq!(status, Some(view::execution_status(state, e)));
-        for other in TENANTS.iter().filter(|t| **t != e.tenant_id) {
+        for other in TENANTS.iter().filter(|t| **t != &*e.tenant_id) {
             assert_eq!(
                 reader
                     .execution_record(other, e.execution_id)
@@ -236,7 +236,7 @@ pub fn assert_graph_matches<G: GraphStore>(state: &State, graph: &G) {
             .expect("execution vertex");
         assert_eq!(doc["status"], json!(e.status.name()));
         assert_eq!(doc["_id"], json!(id));
-        for other in TENANTS.iter().filter(|t| **t != e.tenant_id) {
+        for other in TENANTS.iter().filter(|t| **t != &*e.tenant_id) {
             assert_eq!(graph.vertex(other, &id).unwrap(), None);
         }
         let t = crate::graph::traverse(graph, &e.tenant_id, &id, crate::graph::Direction::Any, 1)

@@ -366,7 +366,7 @@ fn check_determinism(cli: &Cli, only: Option<&str>, as_json: bool) -> anyhow::Re
                         .and_then(|s| s.output_json.as_deref())
                         .map(Arc::from);
                     let input = StepInput {
-                        tenant_id: e.tenant_id.clone(),
+                        tenant_id: e.tenant_id.to_string(),
                         execution_id: *execution_id,
                         step_index: *step_index,
                         attempt: *attempt,

@@ -572,7 +572,7 @@ async fn http_reasoner_answers_are_recorded_and_validated() {
     let recorded = state
         .executions
         .values()
-        .find(|e| e.capability == "content.grounded_analysis")
+        .find(|e| &*e.capability == "content.grounded_analysis")
         .and_then(|e| e.steps[1].output_json.clone())
         .unwrap();
     assert!(recorded.contains("fact-that-does-not-exist"), "{recorded}");
