@@ -118,6 +118,20 @@ try {
   let m = await lsnsMatchWal(page, sessionId);
   check(m.equal, `live events equal the session's WAL (${m.shown.length} events, no gap, no duplicate)`);
 
+  // Files dropped onto the drop zone (a real drop event with a DataTransfer) upload too.
+  const dropped = await page.evaluateHandle(() => {
+    const dt = new DataTransfer();
+    dt.items.add(new File(["# Dropped A\n\nA teal heron waits.\n"], "dropped-a.md", { type: "text/markdown" }));
+    dt.items.add(new File(["Dropped B: an amber fox.\n"], "dropped-b.txt", { type: "text/plain" }));
+    return dt;
+  });
+  await page.dispatchEvent("#drop", "dragover", { dataTransfer: dropped });
+  await page.dispatchEvent("#drop", "drop", { dataTransfer: dropped });
+  await waitRows(page, 5, "completed");
+  const droppedRows = await page.$$eval("#executions tr", (trs) => trs.map((tr) => tr.textContent));
+  check(["dropped-a.md", "dropped-b.txt"].every((f) => droppedRows.some((r) => r.includes(f))),
+    "two files dropped at once become two executions that complete");
+
   // An oversized file is rejected with the reason; the others are unaffected.
   await page.setInputFiles("#files", [{ name: "huge.txt", mimeType: "text/plain", buffer: Buffer.alloc(300 * 1024, 97) }]);
   await page.locator("#uploads li.err").getByText(/huge\.txt: rejected: .*too large/).waitFor({ timeout: WAIT_MS });
@@ -129,7 +143,7 @@ try {
   await page.getByLabel("value").fill('"after the drop"');
   await page.getByLabel("steps").fill("3");
   await page.getByRole("button", { name: "Submit" }).click();
-  await waitRows(page, 4, "completed");
+  await waitRows(page, 6, "completed");
   m = await lsnsMatchWal(page, sessionId);
   check(m.equal, `after a dropped connection: still no gap and no duplicate (${m.shown.length} events)`);
   check(await page.evaluate(() => window.symphainy.feed.drops) >= 1, "the feed did reconnect");
@@ -139,10 +153,10 @@ try {
   await page.getByText(/live from LSN/).waitFor({ timeout: WAIT_MS });
   const resumedFrom = Number((await page.locator("#live").textContent()).match(/LSN (\d+)/)[1]);
   check(resumedFrom === m.wal[m.wal.length - 1] + 1, `the reloaded page resumed from LSN ${resumedFrom}, after the last one seen`);
-  await waitRows(page, 4, "completed");
+  await waitRows(page, 6, "completed");
   await page.getByLabel("value").fill("42");
   await page.getByRole("button", { name: "Submit" }).click();
-  await waitRows(page, 5, "completed");
+  await waitRows(page, 7, "completed");
   m = await lsnsMatchWal(page, sessionId);
   check(m.equal, `after a reload: no gap and no duplicate (${m.shown.length} events)`);
 
