@@ -167,13 +167,16 @@ impl Replayer {
         if self.failure.is_some() || (lsn <= self.state.last_lsn && self.state.last_lsn > 0) {
             return;
         }
-        match codec::decode(meta, payload) {
-            Ok(event) => {
-                self.state.apply(lsn, event);
-                self.applied += 1;
-            }
-            Err(e) => self.failure = Some(Error::Codec(format!("LSN {lsn}: {e}"))),
+        match decode_record(lsn, meta, payload) {
+            Ok(event) => self.apply(lsn, event),
+            Err(e) => self.failure = Some(e),
         }
+    }
+
+    /// Applies one decoded event.
+    fn apply(&mut self, lsn: Lsn, event: crate::event::Event) {
+        self.state.apply(lsn, event);
+        self.applied += 1;
     }
 
     /// The folded state and how many events were applied, or the first decode failure.
@@ -214,8 +217,7 @@ pub fn replay_cursor(
         for chunk in folded {
             let mut chunk = chunk?;
             for (lsn, event) in chunk.drain(..) {
-                replayer.state.apply(lsn, event);
-                replayer.applied += 1;
+                replayer.apply(lsn, event);
             }
             let _ = recycle.send(chunk);
         }
@@ -224,6 +226,15 @@ pub fn replay_cursor(
             .map_err(|_| Error::Replay("the decoder thread panicked".into()))??;
         replayer.finish()
     })
+}
+
+/// Decodes the record at `lsn`, naming it in the error.
+fn decode_record(
+    lsn: Lsn,
+    meta: symphainy_wal::RecordMeta,
+    payload: &[u8],
+) -> Result<crate::event::Event> {
+    codec::decode(meta, payload).map_err(|e| Error::Codec(format!("LSN {lsn}: {e}")))
 }
 
 /// Records the replay decoder hands over at once.
@@ -254,9 +265,9 @@ fn decode_chunks(
         let mut failure = None;
         let seen = cursor.visit(limit.min(REPLAY_CHUNK_RECORDS), |lsn, meta, payload| {
             if failure.is_none() {
-                match codec::decode(meta, payload) {
+                match decode_record(lsn, meta, payload) {
                     Ok(event) => chunk.push((lsn, event)),
-                    Err(e) => failure = Some(Error::Codec(format!("LSN {lsn}: {e}"))),
+                    Err(e) => failure = Some(e),
                 }
             }
         })?;

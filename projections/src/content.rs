@@ -28,7 +28,7 @@ pub const SEARCH_QUERY_BYTES_MAX: usize = 2_000;
 
 /// The document record an execution produced, if it is a completed content upload.
 pub fn document_of(e: &Execution) -> Option<DocumentRecord> {
-    if *e.capability != *DOCUMENT_CAPABILITY || e.status != ExecutionStatus::Completed {
+    if &*e.capability != DOCUMENT_CAPABILITY || e.status != ExecutionStatus::Completed {
         return None;
     }
     let last = e.steps.last()?.output_json.as_deref()?;

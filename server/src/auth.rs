@@ -155,6 +155,8 @@ pub struct TenantPrincipal {
     pub tenant_id: String,
     pub user_id: String,
     pub token_id: Id,
+    /// When the token stops being accepted.
+    pub expires_at_ms: i64,
 }
 
 /// The admin.
@@ -178,6 +180,7 @@ pub fn tenant_of(state: &AppState, token: &str) -> Option<TenantPrincipal> {
             tenant_id: tenant_id.to_string(),
             user_id: token.user_id.clone(),
             token_id,
+            expires_at_ms: token.expires_at_ms,
         })
     })
 }

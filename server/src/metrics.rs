@@ -45,11 +45,11 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
     // Kept per tenant by the state as executions change: no scan of the executions.
     let by_status = state.runtime.peek(|s| {
         let mut by_status: BTreeMap<&'static str, u64> = BTreeMap::new();
-        for (_, t) in s
-            .tenants
-            .iter()
-            .filter(|(id, _)| tenant.is_none_or(|want| want == id.as_str()))
-        {
+        let tenants: Vec<&symphainy_engine::state::Tenant> = match tenant {
+            Some(want) => s.tenants.get(want).into_iter().collect(),
+            None => s.tenants.values().collect(),
+        };
+        for t in tenants {
             for status in ExecutionStatus::ALL {
                 let n = t.executions_by_status[status.index()];
                 if n > 0 {

@@ -1086,19 +1086,13 @@ async fn whoami(State(state): Shared, principal: Principal) -> Result<Response, 
     state.policy.check(&principal, Action::ReadNode)?;
     let body = match principal {
         Principal::Admin => json!({"kind": "admin"}),
-        Principal::Tenant(t) => {
-            let expires = state.runtime.peek(|s| {
-                s.token(t.token_id)
-                    .map(|(_, token)| rfc3339(token.expires_at_ms))
-            });
-            json!({
-                "kind": "tenant",
-                "tenant_id": t.tenant_id,
-                "user_id": t.user_id,
-                "token_id": t.token_id.to_string(),
-                "expires_at": expires,
-            })
-        }
+        Principal::Tenant(t) => json!({
+            "kind": "tenant",
+            "tenant_id": t.tenant_id,
+            "user_id": t.user_id,
+            "token_id": t.token_id.to_string(),
+            "expires_at": rfc3339(t.expires_at_ms),
+        }),
     };
     Ok(axum::Json(body).into_response())
 }
@@ -1137,22 +1131,26 @@ async fn list_sessions(
         })
         .transpose()?;
     let tenant = principal.tenant_id.as_str();
-    let (sessions, more) = state.runtime.peek(|s| {
+    let (sessions, next_before) = state.runtime.peek(|s| {
         let Some(t) = s.tenants.get(tenant) else {
-            return (Vec::new(), false);
+            return (Vec::new(), None);
         };
         let older = match before {
             Some(b) => t.sessions.range(..b),
             None => t.sessions.range(..),
         };
-        let mut page = older.rev().filter_map(|id| s.session_of(tenant, *id));
-        let list: Vec<Value> = page.by_ref().take(limit).map(view::session).collect();
-        (list, page.next().is_some())
+        let mut ids = older.rev();
+        let mut oldest = None;
+        let list: Vec<Value> = ids
+            .by_ref()
+            .take(limit)
+            .inspect(|id| oldest = Some(**id))
+            .filter_map(|id| s.sessions.get(id).map(view::session))
+            .collect();
+        // Another page exists: it continues after this page's oldest session.
+        let next = ids.next().and(oldest).map(|id| id.to_string());
+        (list, next)
     });
-    let next_before = more
-        .then(|| sessions.last().and_then(|x| x["session_id"].as_str()))
-        .flatten()
-        .map(str::to_string);
     Ok(axum::Json(json!({"sessions": sessions, "next_before": next_before})).into_response())
 }
 

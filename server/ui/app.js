@@ -451,9 +451,9 @@ async function executionEvents(sessionId, executionId) {
 async function viewExecution(executionId) {
   const body = h("div", {}, h("p", { class: "muted", text: "Loading…" }));
   page("Execution", h("p", {}, code(executionId)), body);
-  const draw = async () => {
-    const s = await tenant.status(executionId);
-    const events = await executionEvents(s.session_id, executionId);
+  const finishedStates = ["completed", "failed", "compensated"];
+  // The execution's WAL events are read once; later ones come from the session's live feed.
+  const draw = (s, events) => {
     const attempts = new Map();
     for (const e of events) {
       if (e.data && e.data.step_index !== undefined) {
@@ -462,7 +462,7 @@ async function viewExecution(executionId) {
         attempts.set(e.data.step_index, list);
       }
     }
-    fill(body, 
+    fill(body,
       h("div", { class: "row" }, badge(s.status), code(s.intent_type), h("span", { text: `${s.capability} v${s.capability_version}` }),
         h("span", { class: "muted", text: "submitted " + fmtTime(s.submitted_at) + (s.finished_at ? " · finished " + fmtTime(s.finished_at) : "") }),
         link("#/session/" + s.session_id, "session"), link("#/graph/executions/" + executionId, "graph")),
@@ -484,22 +484,32 @@ async function viewExecution(executionId) {
       table(["LSN", "Type", "Time", "Data"], events.map((e) => h("tr", { dataset: { lsn: e.lsn } },
         h("td", { text: e.lsn }), h("td", {}, code(e.event_type)), h("td", { text: fmtTime(e.timestamp) }),
         h("td", {}, h("pre", { text: JSON.stringify(e.data) })))), "No events found."));
-    return s;
   };
   try {
-    const s = await draw();
-    if (!["completed", "failed", "compensated"].includes(s.status)) {
-      let pending = null;
-      const from = seen.length ? seen[seen.length - 1].lsn + 1 : 1;
-      const feed = new SessionFeed(tenant.token, s.session_id, from, {
-        onEvent: (ev) => {
-          if (ev.execution_id !== executionId || pending) return;
-          pending = setTimeout(() => { pending = null; draw().catch((e) => failed(e, body)); }, 150);
-        },
-        onState: (state) => { if (state === "unauthorized") signOut("Your token was revoked or expired. Sign in again."); },
-      });
-      leaving.push(() => feed.close());
-    }
+    const s = await tenant.status(executionId);
+    const events = await executionEvents(s.session_id, executionId);
+    draw(s, events);
+    if (finishedStates.includes(s.status)) return;
+    let pending = null;
+    const from = events.length ? events[events.length - 1].lsn + 1 : 1;
+    const feed = new SessionFeed(tenant.token, s.session_id, from, {
+      onEvent: (ev) => {
+        if (ev.execution_id !== executionId) return;
+        events.push(ev);
+        if (pending) return;
+        // The status (step names, outputs) is read again at most every 150 ms.
+        pending = setTimeout(async () => {
+          pending = null;
+          try {
+            const now = await tenant.status(executionId);
+            draw(now, events);
+            if (finishedStates.includes(now.status)) feed.close();
+          } catch (e) { failed(e, body); }
+        }, 150);
+      },
+      onState: (state) => { if (state === "unauthorized") signOut("Your token was revoked or expired. Sign in again."); },
+    });
+    leaving.push(() => feed.close());
   } catch (e) { failed(e, body); }
 }
 

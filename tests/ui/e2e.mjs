@@ -169,6 +169,16 @@ try {
   check(await page.locator("tr[data-lsn]").count() >= 12, "the execution's WAL events are listed");
   await shot(page, "execution-timeline");
 
+  // An execution opened while it runs: the page follows it to the end.
+  const running = await api(tokens.acme, "/intent/submit", { method: "POST",
+    body: JSON.stringify({ intent_type: "runtime.echo", session_id: sessionId, payload: { value: "watched", steps: 16 } }) });
+  await page.goto(`${base}/ui#/execution/${running.body.execution_id}`);
+  await page.locator("tr[data-step]").nth(15).locator(".badge", { hasText: "completed" }).waitFor({ timeout: WAIT_MS });
+  await page.getByRole("heading", { name: "Result" }).waitFor({ timeout: WAIT_MS });
+  check(true, "an execution's page follows it live until it completes");
+  await page.goBack();
+  await page.getByRole("heading", { name: "Saga timeline" }).waitFor({ timeout: WAIT_MS });
+
   // Its document: facts with spans, chunks.
   await page.getByRole("link", { name: "Open the document" }).click();
   await page.getByRole("heading", { name: "Facts" }).waitFor({ timeout: WAIT_MS });
