@@ -45,7 +45,7 @@ pub use memfs::{CrashMode, MemFs};
 pub use reader::{Cursor, StoredRecord};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::Stats;
-pub use writer::{Appended, Record};
+pub use writer::{Appended, PAGE_BYTES, Record};
 
 use recovery::Mode;
 use writer::{Request, Resume, Writer};

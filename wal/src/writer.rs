@@ -18,7 +18,7 @@ use crate::Lsn;
 use crate::catalog::{Catalog, SegmentInfo};
 use crate::config::{Config, Preallocation};
 use crate::error::{Error, Result};
-use crate::format::{FRAME_HEADER_BYTES, RecordMeta, SEGMENT_HEADER_BYTES, SegmentHeader};
+use crate::format::{FRAME_HEADER_BYTES, RecordMeta, SegmentHeader};
 use crate::format::{chain_next, encode_frame};
 use crate::fs::{FileHandle, FileSystem, join};
 use crate::segment::{INDEX_STRIDE_BYTES, TEMP_SUFFIX, segment_name};
@@ -26,8 +26,11 @@ use crate::stats::Stats;
 
 /// Name of the zero-filled file waiting to become the next segment.
 pub const PREPARED_SEGMENT_NAME: &str = "next-segment.tmp";
-/// Size of the zero buffer used to fill a prepared segment.
-const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+/// The writer writes whole pages of this size: it rewrites the start of a page it filled
+/// partly before and pads the end with the zeros already there. A prepared segment is not in
+/// the page cache (it is zero-filled with direct I/O), and a partial write into a page that is
+/// not cached makes the kernel read it from the disk first, inside the append's latency.
+pub const PAGE_BYTES: u64 = 4096;
 /// Written batches that may wait for the syncer; the encoder blocks beyond this, which keeps
 /// memory bounded and lets requests gather into larger batches meanwhile.
 const SYNC_QUEUE_JOBS_MAX: usize = 4;
@@ -141,23 +144,14 @@ fn prepare_file(
     bytes: u64,
     mode: Preallocation,
 ) -> io::Result<()> {
-    let file = fs.open_write(path, true)?;
     match mode {
-        Preallocation::ZeroFill => {
-            let zeros = vec![0u8; ZERO_CHUNK_BYTES];
-            let mut offset = 0;
-            while offset < bytes {
-                let n = (bytes - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
-                file.write_all_at(&zeros[..n], offset)?;
-                // Sync chunk by chunk: a large dirty file would make the log's own fdatasync
-                // wait behind its writeback (one journal commit covers both on ext4).
-                file.sync_data()?;
-                offset += n as u64;
-            }
+        Preallocation::ZeroFill => fs.write_zeros(path, bytes),
+        Preallocation::Sparse => {
+            let file = fs.open_write(path, true)?;
+            file.write_all_at(&[0], bytes - 1)?;
+            file.sync_data()
         }
-        Preallocation::Sparse => file.write_all_at(&[0], bytes - 1)?,
     }
-    file.sync_data()
 }
 
 /// A written batch on its way to the syncer.
@@ -295,8 +289,10 @@ pub(crate) struct Writer {
     config: Config,
     file: Option<Arc<dyn FileHandle>>,
     segment_bytes: u64,
-    /// File offset where `buf` will be written.
-    offset: u64,
+    /// Page-aligned file offset where `buf` starts: `buf` begins with the bytes already
+    /// written to the current page (`written_len` of them), then the frames not yet written.
+    base: u64,
+    written_len: usize,
     next_lsn: Lsn,
     chain: u64,
     buf: Vec<u8>,
@@ -323,12 +319,19 @@ impl Writer {
         );
         let (file, segment_bytes, offset) = match resume.active {
             Some(active) => (
-                Some(Arc::from(active.file)),
+                Some(Arc::<dyn FileHandle>::from(active.file)),
                 active.segment_bytes,
                 active.end_offset,
             ),
             None => (None, config.segment_bytes, 0),
         };
+        // Resume inside the last page: it is rewritten whole with the next batch.
+        let base = offset - offset % PAGE_BYTES;
+        let mut buf = vec![0u8; (offset - base) as usize];
+        if let Some(file) = &file {
+            file.read_exact_at(&mut buf, base)
+                .map_err(|e| Error::io("reading the active segment's last page", e))?;
+        }
         let pipeline = Arc::new(Pipeline {
             catalog,
             stats,
@@ -346,10 +349,11 @@ impl Writer {
             config,
             file,
             segment_bytes,
-            offset,
+            base,
+            written_len: buf.len(),
             next_lsn: resume.next_lsn,
             chain: resume.chain,
-            buf: Vec::new(),
+            buf,
             last_indexed: None,
             pending_index: Vec::new(),
             encoded: Vec::new(),
@@ -414,7 +418,7 @@ impl Writer {
             let first = self.next_lsn;
             for record in &request.records {
                 let frame_bytes = (FRAME_HEADER_BYTES + record.payload.len()) as u64;
-                if self.offset + self.buf.len() as u64 + frame_bytes > self.segment_bytes {
+                if self.base + self.buf.len() as u64 + frame_bytes > self.segment_bytes {
                     self.write_and_hand_off(true)?;
                     self.roll_over()
                         .map_err(|e| Error::io("rolling over to a new segment", e))?;
@@ -432,7 +436,7 @@ impl Writer {
 
     fn encode(&mut self, record: &Record) {
         let lsn = self.next_lsn;
-        let frame_offset = self.offset + self.buf.len() as u64;
+        let frame_offset = self.base + self.buf.len() as u64;
         if self
             .last_indexed
             .is_none_or(|at| frame_offset - at >= INDEX_STRIDE_BYTES)
@@ -451,9 +455,18 @@ impl Writer {
     /// syncer has made everything so far durable (a new segment may only follow a durable one).
     fn write_and_hand_off(&mut self, seal: bool) -> Result<()> {
         let file = self.file.clone().ok_or(Error::Closed)?;
-        if !self.buf.is_empty() {
-            file.write_all_at(&self.buf, self.offset)
-                .map_err(|e| Error::io("writing to the active segment", e))?;
+        let fresh = self.buf.len() - self.written_len;
+        let end = self.base + self.buf.len() as u64;
+        if fresh > 0 {
+            // Whole pages: up to the next page boundary (or the segment's end) with zeros.
+            let padded = end
+                .next_multiple_of(PAGE_BYTES)
+                .min(self.segment_bytes)
+                .max(end);
+            self.buf.resize((padded - self.base) as usize, 0);
+            let written = file.write_all_at(&self.buf, self.base);
+            self.buf.truncate((end - self.base) as usize);
+            written.map_err(|e| Error::io("writing to the active segment", e))?;
         }
         let (barrier, sealed) = if seal {
             let (tell, wait) = std_mpsc::channel();
@@ -464,13 +477,16 @@ impl Writer {
         let job = SyncJob {
             file,
             last_lsn: self.next_lsn - 1,
-            bytes: self.buf.len() as u64,
+            bytes: fresh as u64,
             requests: std::mem::take(&mut self.encoded),
             index: std::mem::take(&mut self.pending_index),
             barrier,
         };
-        self.offset += self.buf.len() as u64;
-        self.buf.clear();
+        // Keep the last, partly filled page: the next write starts with it.
+        let keep_from = end - end % PAGE_BYTES;
+        self.buf.drain(..(keep_from - self.base) as usize);
+        self.base = keep_from;
+        self.written_len = self.buf.len();
         if job.requests.is_empty() && job.barrier.is_none() {
             return Ok(());
         }
@@ -498,7 +514,8 @@ impl Writer {
         let catalog = &self.pipeline.catalog;
         let fs = catalog.fs.clone();
         let file = fs.open_write(&temp, false)?;
-        file.write_all_at(&header.encode(), 0)?;
+        let header = header.encode();
+        file.write_all_at(&header, 0)?;
         file.sync_data()?;
         let name = segment_name(self.next_lsn);
         debug_assert!(!name.ends_with(TEMP_SUFFIX));
@@ -516,7 +533,11 @@ impl Writer {
             .fetch_add(1, Ordering::Relaxed);
         self.file = Some(Arc::from(file));
         self.segment_bytes = self.config.segment_bytes;
-        self.offset = SEGMENT_HEADER_BYTES as u64;
+        // The header's page is rewritten, whole, with the first batch.
+        self.base = 0;
+        self.buf.clear();
+        self.buf.extend_from_slice(&header);
+        self.written_len = self.buf.len();
         self.last_indexed = None;
         self.preparer.request();
         Ok(())
