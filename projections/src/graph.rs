@@ -14,6 +14,12 @@
 //! | `executions/E` | `uses` | `capabilities/NAME@VERSION` |
 //! | `executions/E` | `has_step` | `steps/E-INDEX` |
 //!
+//! What is stored per execution is one vertex (its steps and its intent's fields inside) and
+//! three edge keys: `sessions/S submitted` and `intents/I executed_as` from their source end,
+//! `capabilities/C uses` from its target end. Intent and step vertices, and the other ends of
+//! those edges, are derived from the execution's vertex when read (sled copies a leaf on every
+//! insert, so fewer, smaller keys are what makes the view keep up).
+//!
 //! Everything is namespaced by tenant: a key starts with the tenant, every lookup and
 //! traversal is given the caller's tenant, and an edge never leaves its tenant (a capability
 //! a tenant used is a vertex in that tenant's namespace).
@@ -94,10 +100,23 @@ impl std::str::FromStr for Direction {
 pub struct GraphWrite {
     /// (tenant, `_id`) -> document.
     pub vertices: BTreeMap<(String, String), Value>,
-    pub edges: BTreeSet<(String, Edge)>,
+    /// (tenant, edge) -> which of its two index keys are stored (the other direction, when
+    /// not stored, is derived from a vertex when read).
+    pub edges: BTreeMap<(String, Edge), Stored>,
     /// Events of each tenant applied by this write.
     pub tenant_events: BTreeMap<String, u64>,
     pub applied_lsn: Lsn,
+}
+
+/// Which index keys of an edge a write stores.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stored {
+    /// Found from both ends.
+    Both,
+    /// Found from its `_from` end; the inbound side is derived from the target's vertex.
+    Out,
+    /// Found from its `_to` end; the outbound side is derived from the source's vertex.
+    In,
 }
 
 /// A store of tenant-namespaced vertices and edges with an atomic checkpoint.
@@ -262,15 +281,19 @@ impl GraphStore for SledGraph {
         }
         // An edge is all key: its document is derived from the key when read, which keeps
         // sled's nodes small (it copies a leaf on every insert).
-        for (tenant, edge) in &write.edges {
-            batch.insert(
-                edge_key(OUT, tenant, &edge.from, edge.label, &edge.to),
-                &[][..],
-            );
-            batch.insert(
-                edge_key(IN, tenant, &edge.to, edge.label, &edge.from),
-                &[][..],
-            );
+        for ((tenant, edge), stored) in &write.edges {
+            if *stored != Stored::In {
+                batch.insert(
+                    edge_key(OUT, tenant, &edge.from, edge.label, &edge.to),
+                    &[][..],
+                );
+            }
+            if *stored != Stored::Out {
+                batch.insert(
+                    edge_key(IN, tenant, &edge.to, edge.label, &edge.from),
+                    &[][..],
+                );
+            }
         }
         for (tenant, n) in &write.tenant_events {
             let key = events_key(tenant);
@@ -313,6 +336,11 @@ impl GraphStore for SledGraph {
                 .stored_vertex(tenant, &format!("executions/{execution}"))?
                 .and_then(|e| step_vertex(tenant, execution, index, &e)));
         }
+        if id.starts_with("intents/") {
+            return Ok(self
+                .execution_of_intent(tenant, id)?
+                .map(|e| intent_vertex(tenant, &e)));
+        }
         self.stored_vertex(tenant, id)
     }
 
@@ -326,18 +354,46 @@ impl GraphStore for SledGraph {
         let mut out = self.stored_edges(tenant, id, direction, limit)?;
         let outbound = matches!(direction, Direction::Outbound | Direction::Any);
         let inbound = matches!(direction, Direction::Inbound | Direction::Any);
-        if outbound && let Some(execution) = id.strip_prefix("executions/") {
-            let steps = self
-                .stored_vertex(tenant, id)?
-                .and_then(|e| e["step_count"].as_u64())
-                .unwrap_or(0);
-            for i in 0..steps {
+        let text = |v: &Value, field: &str| v[field].as_str().map(str::to_string);
+        if let Some(execution) = id.strip_prefix("executions/")
+            && let Some(doc) = self.stored_vertex(tenant, id)?
+        {
+            if outbound {
+                if let (Some(name), Some(version)) =
+                    (text(&doc, "capability"), doc["capability_version"].as_u64())
+                {
+                    out.push(Edge {
+                        from: id.to_string(),
+                        label: "uses",
+                        to: format!("capabilities/{name}@{version}"),
+                    });
+                }
+                for i in 0..doc["step_count"].as_u64().unwrap_or(0) {
+                    out.push(Edge {
+                        from: id.to_string(),
+                        label: "has_step",
+                        to: format!("steps/{execution}-{i}"),
+                    });
+                }
+            }
+            if inbound && let Some(intent) = text(&doc, "intent_id") {
                 out.push(Edge {
-                    from: id.to_string(),
-                    label: "has_step",
-                    to: format!("steps/{execution}-{i}"),
+                    from: format!("intents/{intent}"),
+                    label: "executed_as",
+                    to: id.to_string(),
                 });
             }
+        }
+        if inbound
+            && id.starts_with("intents/")
+            && let Some(doc) = self.execution_of_intent(tenant, id)?
+            && let Some(session) = text(&doc, "session_id")
+        {
+            out.push(Edge {
+                from: format!("sessions/{session}"),
+                label: "submitted",
+                to: id.to_string(),
+            });
         }
         if inbound
             && let Some((execution, _)) = step_of(id)
@@ -370,7 +426,29 @@ fn step_vertex(tenant: &str, execution: &str, index: usize, e: &Value) -> Option
     Some(with_id(doc, "steps", &format!("{execution}-{index}")))
 }
 
+/// The vertex of an intent, derived from its execution's vertex (which carries the intent's
+/// fields), so an execution costs one vertex write instead of two.
+fn intent_vertex(tenant: &str, e: &Value) -> Value {
+    let intent = e["intent_id"].as_str().unwrap_or_default().to_string();
+    let doc = json!({
+        "tenant_id": tenant, "intent_type": e["intent_type"], "realm": e["realm"],
+        "session_id": e["session_id"], "execution_id": e["execution_id"],
+        "idempotency_key": e["idempotency_key"], "submitted_at": e["submitted_at"],
+        "lsn": e["lsn"],
+    });
+    with_id(doc, "intents", &intent)
+}
+
 impl SledGraph {
+    /// The vertex of the execution an intent ran as: its one `executed_as` edge names it.
+    fn execution_of_intent(&self, tenant: &str, intent: &str) -> Result<Option<Value>> {
+        let edges = self.stored_edges(tenant, intent, Direction::Outbound, usize::MAX)?;
+        match edges.iter().find(|e| e.label == "executed_as") {
+            Some(edge) => self.stored_vertex(tenant, &edge.to),
+            None => Ok(None),
+        }
+    }
+
     fn stored_vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>> {
         let key = vertex_key(tenant, id);
         match self.db.get(&key)? {
@@ -490,6 +568,9 @@ fn render_execution(
     // from it when read.
     let mut status = view::execution_status(state, e);
     status["step_count"] = json!(e.steps.len());
+    // The intent's vertex is derived from these when read.
+    status["realm"] = json!(e.realm);
+    status["idempotency_key"] = json!(e.idempotency_key);
     put(out, "executions", &execution, status);
     if let Some(record) = crate::content::document_of(e) {
         render_document(&t, &execution, &record, out);
@@ -497,45 +578,45 @@ fn render_execution(
     if !created {
         return;
     }
-    put(
-        out,
-        "intents",
-        &intent,
-        json!({
-            "tenant_id": tenant, "intent_type": e.intent_type, "realm": e.realm,
-            "session_id": e.session_id.to_string(), "execution_id": execution,
-            "idempotency_key": e.idempotency_key, "submitted_at": rfc3339(e.submitted_at_ms),
-            "lsn": e.intent_lsn,
-        }),
-    );
+    // The outbound `uses` and the inbound `executed_as` and `submitted` sides are derived from
+    // the execution's vertex when read; only the sides that need a lookup are stored.
     if let Some(spec) = state.capability(&e.capability, e.capability_version) {
         let key = format!("{}@{}", spec.name, spec.version);
         put(out, "capabilities", &key, view::capability(spec));
-        out.edges.insert((
+        out.edges.insert(
+            (
+                t.clone(),
+                Edge {
+                    from: format!("executions/{execution}"),
+                    label: "uses",
+                    to: format!("capabilities/{key}"),
+                },
+            ),
+            Stored::In,
+        );
+    }
+    out.edges.insert(
+        (
             t.clone(),
             Edge {
-                from: format!("executions/{execution}"),
-                label: "uses",
-                to: format!("capabilities/{key}"),
+                from: format!("sessions/{}", e.session_id),
+                label: "submitted",
+                to: format!("intents/{intent}"),
             },
-        ));
-    }
-    out.edges.insert((
-        t.clone(),
-        Edge {
-            from: format!("sessions/{}", e.session_id),
-            label: "submitted",
-            to: format!("intents/{intent}"),
-        },
-    ));
-    out.edges.insert((
-        t,
-        Edge {
-            from: format!("intents/{intent}"),
-            label: "executed_as",
-            to: format!("executions/{execution}"),
-        },
-    ));
+        ),
+        Stored::Out,
+    );
+    out.edges.insert(
+        (
+            t,
+            Edge {
+                from: format!("intents/{intent}"),
+                label: "executed_as",
+                to: format!("executions/{execution}"),
+            },
+        ),
+        Stored::Out,
+    );
 }
 
 /// The document an upload produced, its chunks and its facts.
@@ -602,7 +683,8 @@ fn render_document(
             to: doc_id.clone(),
         });
     }
-    out.edges.extend(edges.into_iter().map(|e| (t.clone(), e)));
+    out.edges
+        .extend(edges.into_iter().map(|e| ((t.clone(), e), Stored::Both)));
 }
 
 /// Renders the batch's touched entities into graph writes.
@@ -637,14 +719,17 @@ pub fn render_batch(state: &State, batch: &Batch) -> GraphWrite {
                         if !batch.created.contains(id) {
                             continue;
                         }
-                        out.edges.insert((
-                            tenant.clone(),
-                            Edge {
-                                from: format!("tenants/{tenant}"),
-                                label: "owns",
-                                to: format!("sessions/{key}"),
-                            },
-                        ));
+                        out.edges.insert(
+                            (
+                                tenant.clone(),
+                                Edge {
+                                    from: format!("tenants/{tenant}"),
+                                    label: "owns",
+                                    to: format!("sessions/{key}"),
+                                },
+                            ),
+                            Stored::Both,
+                        );
                     }
                 }
                 Touched::Execution(id) => {

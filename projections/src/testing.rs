@@ -244,6 +244,48 @@ pub fn assert_graph_matches<G: GraphStore>(state: &State, graph: &G) {
             .unwrap();
         // intent + capability + steps, and the execution itself.
         assert_eq!(t.vertices.len(), 3 + e.steps.len(), "neighbours of {id}");
+        let intent = format!("intents/{}", e.intent_id);
+        let doc = graph
+            .vertex(&e.tenant_id, &intent)
+            .unwrap()
+            .expect("intent vertex");
+        assert_eq!(doc["_id"], json!(intent));
+        assert_eq!(doc["execution_id"], json!(e.execution_id.to_string()));
+        assert_eq!(doc["session_id"], json!(e.session_id.to_string()));
+        assert_eq!(doc["intent_type"], json!(e.intent_type));
+        assert_eq!(doc["idempotency_key"], json!(e.idempotency_key));
+        assert_eq!(doc["lsn"], json!(e.intent_lsn));
+        let session = format!("sessions/{}", e.session_id);
+        for v in [&session, &intent, &id] {
+            assert_edges_symmetric(graph, &e.tenant_id, v);
+        }
+    }
+}
+
+/// Every edge found from one end is found from the other, and both ends exist (whether the
+/// edge is stored from both ends or derived from a vertex on one side).
+fn assert_edges_symmetric<G: GraphStore>(graph: &G, tenant: &str, id: &str) {
+    use crate::graph::Direction;
+    for (direction, back) in [
+        (Direction::Outbound, Direction::Inbound),
+        (Direction::Inbound, Direction::Outbound),
+    ] {
+        for edge in graph.edges(tenant, id, direction, usize::MAX).unwrap() {
+            let far = if direction == Direction::Outbound {
+                &edge.to
+            } else {
+                &edge.from
+            };
+            assert!(
+                graph.vertex(tenant, far).unwrap().is_some(),
+                "{far} of {edge:?}"
+            );
+            let seen = graph.edges(tenant, far, back, usize::MAX).unwrap();
+            assert!(
+                seen.contains(&edge),
+                "{edge:?} not seen from {far}: {seen:?}"
+            );
+        }
     }
 }
 
