@@ -54,6 +54,11 @@ const OUT: u8 = b'o';
 const IN: u8 = b'i';
 const META: u8 = b'm';
 const APPLIED_KEY: &[u8] = b"mapplied_lsn";
+/// Which encoding the stored vertices use; a graph written with another one is cleared on
+/// open and rebuilt from the log (it is a projection).
+const FORMAT_KEY: &[u8] = b"mformat";
+/// Stored vertices are [`crate::compact`] documents of this format.
+pub const GRAPH_FORMAT: u64 = crate::compact::FORMAT as u64;
 
 /// An edge as stored and returned.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -220,7 +225,21 @@ impl SledGraph {
             path: path.to_path_buf(),
         };
         // Reading the checkpoint walks the tree's root: a cheap check it is readable.
-        graph.applied_lsn()?;
+        let applied = graph.applied_lsn()?;
+        let format = graph.db.get(FORMAT_KEY)?;
+        if format.is_none() || u64_value(FORMAT_KEY, format)? != GRAPH_FORMAT {
+            if applied > 0 {
+                tracing::warn!(
+                    path = %path.display(),
+                    "graph view written in an older format; clearing it to rebuild from the WAL"
+                );
+            }
+            graph.db.clear()?;
+            graph
+                .db
+                .insert(FORMAT_KEY, &GRAPH_FORMAT.to_be_bytes()[..])?;
+            graph.db.flush()?;
+        }
         Ok(graph)
     }
 
@@ -276,8 +295,7 @@ impl GraphStore for SledGraph {
     fn commit(&self, write: &GraphWrite) -> Result<()> {
         let mut batch = sled::Batch::default();
         for ((tenant, id), doc) in &write.vertices {
-            let text = serde_json::to_vec(doc).map_err(|e| Error::Render(e.to_string()))?;
-            batch.insert(vertex_key(tenant, id), text);
+            batch.insert(vertex_key(tenant, id), crate::compact::encode(doc));
         }
         // An edge is all key: its document is derived from the key when read, which keeps
         // sled's nodes small (it copies a leaf on every insert).
@@ -314,10 +332,10 @@ impl GraphStore for SledGraph {
         let mut out = Vec::new();
         for entry in self.db.iter() {
             let (k, v) = entry?;
-            let value = if k.first() == Some(&META) {
-                u64_value(&k, Some(v))?.to_string()
-            } else {
-                String::from_utf8_lossy(&v).into_owned()
+            let value = match k.first() {
+                Some(&META) => u64_value(&k, Some(v))?.to_string(),
+                Some(&VERTEX) => crate::compact::decode(&v)?.to_string(),
+                _ => String::from_utf8_lossy(&v).into_owned(),
             };
             out.push((String::from_utf8_lossy(&k).into_owned(), value));
         }
@@ -326,6 +344,8 @@ impl GraphStore for SledGraph {
 
     fn clear(&self) -> Result<()> {
         self.db.clear()?;
+        self.db
+            .insert(FORMAT_KEY, &GRAPH_FORMAT.to_be_bytes()[..])?;
         self.db.flush()?;
         Ok(())
     }
@@ -453,7 +473,7 @@ impl SledGraph {
         let key = vertex_key(tenant, id);
         match self.db.get(&key)? {
             None => Ok(None),
-            Some(v) => serde_json::from_slice(&v)
+            Some(v) => crate::compact::decode(&v)
                 .map(Some)
                 .map_err(|e| Error::Corrupt {
                     key: format!("{tenant}:{id}"),
@@ -863,4 +883,60 @@ pub fn traverse<G: GraphStore + ?Sized>(
         edges: edges.into_values().collect(),
         truncated,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(lsn: Lsn) -> GraphWrite {
+        let mut w = GraphWrite {
+            applied_lsn: lsn,
+            ..GraphWrite::default()
+        };
+        w.vertices.insert(
+            ("acme".into(), "sessions/S".into()),
+            json!({"status": "open", "created_at": rfc3339(1_700_000_000_123)}),
+        );
+        w
+    }
+
+    // A graph written in another vertex format is cleared on open (the runner rebuilds it);
+    // one in the current format, cleared or not, is kept across reopens.
+    #[test]
+    fn a_graph_of_another_format_is_cleared_on_open_and_the_current_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph");
+        {
+            let g = SledGraph::open(&path).unwrap();
+            g.commit(&write(7)).unwrap();
+            assert_eq!(
+                g.vertex("acme", "sessions/S").unwrap().unwrap()["status"],
+                "open"
+            );
+            g.flush().unwrap();
+        }
+        {
+            let g = SledGraph::open(&path).unwrap();
+            assert_eq!(g.applied_lsn().unwrap(), 7, "same format: kept");
+            g.clear().unwrap();
+            g.commit(&write(9)).unwrap();
+            g.flush().unwrap();
+        }
+        {
+            let g = SledGraph::open(&path).unwrap();
+            assert_eq!(g.applied_lsn().unwrap(), 9, "cleared then rebuilt: kept");
+            // As an older release would have left it: JSON text and no format key.
+            g.db.remove(FORMAT_KEY).unwrap();
+            g.db.insert(
+                vertex_key("acme", "sessions/S"),
+                &b"{\"status\":\"open\"}"[..],
+            )
+            .unwrap();
+            g.flush().unwrap();
+        }
+        let g = SledGraph::open(&path).unwrap();
+        assert_eq!(g.applied_lsn().unwrap(), 0);
+        assert_eq!(g.vertex("acme", "sessions/S").unwrap(), None);
+    }
 }

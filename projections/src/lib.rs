@@ -7,7 +7,8 @@
 //! - [`fold`]: the shared fold (the engine's own pure `apply`) and what a batch touched.
 //! - [`surface`] over [`store`]: the state surface, hot state under `t:{tenant}:...` keys in
 //!   Redis or in memory.
-//! - [`graph`]: the Arango-style graph view on sled behind [`GraphStore`].
+//! - [`graph`]: the Arango-style graph view on sled behind [`GraphStore`]; its vertices are
+//!   stored in [`compact`] form.
 //! - [`conformance`]: the suite every [`StateStore`] backend passes.
 //!
 //! Nothing in a projection exists that is not in the WAL: every write is rendered from the
@@ -18,6 +19,7 @@
     warn(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod compact;
 /// Test support (panics on failure by design): only with the `testing` feature.
 #[cfg(any(test, feature = "testing"))]
 pub mod conformance;

@@ -1,0 +1,447 @@
+//! A compact binary encoding of JSON documents, for the graph view's stored vertices.
+//!
+//! sled copies a leaf (up to 17 entries) on every insert and logs whole pages, so the size of
+//! a stored document is paid many times over. A vertex as JSON text is mostly field names,
+//! RFC 3339 timestamps and ULIDs; here a known field name is one byte, a timestamp in the exact
+//! form [`rfc3339`] writes is a varint of milliseconds and a ULID in its canonical form is 16
+//! bytes. Anything else is kept as it is, so every JSON value round-trips exactly (a
+//! timestamp or ULID is packed only when unpacking gives back the same string).
+//!
+//! Layout: a format byte ([`FORMAT`]), then one value: a tag byte and its body. Integers are
+//! LEB128 varints; object entries are written in the map's (sorted) order.
+
+use serde_json::{Map, Number, Value};
+use symphainy_engine::id::{Id, rfc3339};
+
+use crate::{Error, Result};
+
+/// First byte of every encoded document.
+pub const FORMAT: u8 = 1;
+
+/// Latest timestamp packed (9999-12-31T23:59:59.999Z): beyond it the text form is kept.
+pub const TIMESTAMP_MS_MAX: u64 = 253_402_300_799_999;
+
+/// Deepest nesting [`decode`] accepts (a document deeper than this is refused, not recursed).
+pub const DEPTH_MAX: usize = 64;
+
+const NULL: u8 = 0;
+const FALSE: u8 = 1;
+const TRUE: u8 = 2;
+const UINT: u8 = 3;
+/// A negative integer n, stored as -(n + 1).
+const NEG: u8 = 4;
+const FLOAT: u8 = 5;
+const STRING: u8 = 6;
+const TIMESTAMP: u8 = 7;
+const ULID: u8 = 8;
+const ARRAY: u8 = 9;
+const OBJECT: u8 = 10;
+
+/// Field names written as one byte (their index + 1; 0 introduces a name spelled out).
+/// Append only: the position of a name is part of the format (change [`FORMAT`] otherwise).
+const KEYS: [&str; 56] = [
+    "_id",
+    "_key",
+    "tenant_id",
+    "execution_id",
+    "intent_id",
+    "session_id",
+    "intent_type",
+    "capability",
+    "capability_version",
+    "status",
+    "steps",
+    "submitted_at",
+    "finished_at",
+    "started_at",
+    "lsn",
+    "result",
+    "error",
+    "code",
+    "message",
+    "step",
+    "name",
+    "attempts",
+    "duration_ms",
+    "step_count",
+    "realm",
+    "idempotency_key",
+    "created_at",
+    "user_id",
+    "context",
+    "active_sagas",
+    "closed_at",
+    "document_id",
+    "chunk_id",
+    "fact_id",
+    "kind",
+    "value",
+    "span",
+    "index",
+    "filename",
+    "media_type",
+    "size_bytes",
+    "sha256",
+    "format",
+    "words",
+    "rows",
+    "chunks",
+    "facts",
+    "version",
+    "deterministic",
+    "inputs",
+    "outputs",
+    "intent_types",
+    "description",
+    "compensable",
+    "timeout_ms",
+    "retries",
+];
+
+/// Encodes a JSON document.
+pub fn encode(value: &Value) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.push(FORMAT);
+    put_value(&mut out, value);
+    out
+}
+
+/// Decodes what [`encode`] wrote.
+pub fn decode(bytes: &[u8]) -> Result<Value> {
+    let mut r = Reader { bytes, at: 0 };
+    match r.byte()? {
+        FORMAT => {}
+        other => return Err(r.bad(format!("unknown format {other}"))),
+    }
+    let value = r.value(0)?;
+    if r.at != bytes.len() {
+        return Err(r.bad("trailing bytes".into()));
+    }
+    Ok(value)
+}
+
+fn put_varint(out: &mut Vec<u8>, mut n: u64) {
+    while n >= 0x80 {
+        out.push((n as u8) | 0x80);
+        n >>= 7;
+    }
+    out.push(n as u8);
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    put_varint(out, s.len() as u64);
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Milliseconds of a timestamp written exactly as [`rfc3339`] writes it.
+fn timestamp_ms(s: &str) -> Option<u64> {
+    let b = s.as_bytes();
+    let shape = b.len() == 24
+        && b[4] == b'-'
+        && b[7] == b'-'
+        && b[10] == b'T'
+        && b[13] == b':'
+        && b[16] == b':'
+        && b[19] == b'.'
+        && b[23] == b'Z';
+    if !shape {
+        return None;
+    }
+    let num = |from: usize, to: usize| -> Option<i64> { s.get(from..to)?.parse().ok() };
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
+    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
+    let y = if mo <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let total = ((days * 24 + h) * 60 + mi) * 60 * 1000 + sec * 1000 + ms;
+    let total = u64::try_from(total)
+        .ok()
+        .filter(|t| *t <= TIMESTAMP_MS_MAX)?;
+    // Packed only if unpacking gives the very same text.
+    (rfc3339(total as i64) == s).then_some(total)
+}
+
+/// The 128-bit value of a ULID in its canonical (upper-case, 26 characters) form.
+fn ulid_value(s: &str) -> Option<u128> {
+    if s.len() != 26 {
+        return None;
+    }
+    let id: Id = s.parse().ok()?;
+    (id.to_string() == s).then_some(id.0)
+}
+
+fn put_value(out: &mut Vec<u8>, value: &Value) {
+    match value {
+        Value::Null => out.push(NULL),
+        Value::Bool(false) => out.push(FALSE),
+        Value::Bool(true) => out.push(TRUE),
+        Value::Number(n) => {
+            if let Some(u) = n.as_u64() {
+                out.push(UINT);
+                put_varint(out, u);
+            } else if let Some(i) = n.as_i64() {
+                out.push(NEG);
+                put_varint(out, (-(i + 1)) as u64);
+            } else {
+                out.push(FLOAT);
+                out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
+            }
+        }
+        Value::String(s) => {
+            if let Some(ms) = timestamp_ms(s) {
+                out.push(TIMESTAMP);
+                put_varint(out, ms);
+            } else if let Some(id) = ulid_value(s) {
+                out.push(ULID);
+                out.extend_from_slice(&id.to_be_bytes());
+            } else {
+                out.push(STRING);
+                put_str(out, s);
+            }
+        }
+        Value::Array(items) => {
+            out.push(ARRAY);
+            put_varint(out, items.len() as u64);
+            for item in items {
+                put_value(out, item);
+            }
+        }
+        Value::Object(map) => {
+            out.push(OBJECT);
+            put_varint(out, map.len() as u64);
+            for (key, item) in map {
+                match KEYS.iter().position(|k| k == key) {
+                    Some(i) => out.push(i as u8 + 1),
+                    None => {
+                        out.push(0);
+                        put_str(out, key);
+                    }
+                }
+                put_value(out, item);
+            }
+        }
+    }
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    fn bad(&self, reason: String) -> Error {
+        Error::Corrupt {
+            key: "graph vertex".into(),
+            reason: format!("compact document at byte {}: {reason}", self.at),
+        }
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        let b = *self
+            .bytes
+            .get(self.at)
+            .ok_or_else(|| self.bad("truncated".into()))?;
+        self.at += 1;
+        Ok(b)
+    }
+
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
+        let end = self
+            .at
+            .checked_add(n)
+            .filter(|end| *end <= self.bytes.len())
+            .ok_or_else(|| self.bad("truncated".into()))?;
+        let out = &self.bytes[self.at..end];
+        self.at = end;
+        Ok(out)
+    }
+
+    fn varint(&mut self) -> Result<u64> {
+        let mut n = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = self.byte()?;
+            n |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Ok(n);
+            }
+        }
+        Err(self.bad("varint too long".into()))
+    }
+
+    /// A length or count: never more than the bytes left (each item takes at least one).
+    fn len(&mut self) -> Result<usize> {
+        let n = self.varint()?;
+        let left = (self.bytes.len() - self.at) as u64;
+        if n > left {
+            return Err(self.bad(format!("length {n} exceeds the {left} bytes left")));
+        }
+        Ok(n as usize)
+    }
+
+    fn string(&mut self) -> Result<String> {
+        let n = self.len()?;
+        let raw = self.take(n)?.to_vec();
+        String::from_utf8(raw).map_err(|_| self.bad("invalid UTF-8".into()))
+    }
+
+    fn value(&mut self, depth: usize) -> Result<Value> {
+        if depth > DEPTH_MAX {
+            return Err(self.bad("nested too deep".into()));
+        }
+        Ok(match self.byte()? {
+            NULL => Value::Null,
+            FALSE => Value::Bool(false),
+            TRUE => Value::Bool(true),
+            UINT => Value::from(self.varint()?),
+            NEG => {
+                let n = self.varint()?;
+                let n = i64::try_from(n).map_err(|_| self.bad("integer out of range".into()))?;
+                Value::from(-n - 1)
+            }
+            FLOAT => {
+                let raw: [u8; 8] = self
+                    .take(8)?
+                    .try_into()
+                    .map_err(|_| self.bad("truncated".into()))?;
+                Number::from_f64(f64::from_le_bytes(raw))
+                    .map(Value::Number)
+                    .ok_or_else(|| self.bad("not a finite number".into()))?
+            }
+            STRING => Value::String(self.string()?),
+            TIMESTAMP => {
+                let ms = self.varint()?;
+                if ms > TIMESTAMP_MS_MAX {
+                    return Err(self.bad("timestamp out of range".into()));
+                }
+                Value::String(rfc3339(ms as i64))
+            }
+            ULID => {
+                let raw: [u8; 16] = self
+                    .take(16)?
+                    .try_into()
+                    .map_err(|_| self.bad("truncated".into()))?;
+                Value::String(Id(u128::from_be_bytes(raw)).to_string())
+            }
+            ARRAY => {
+                let n = self.len()?;
+                let mut items = Vec::with_capacity(n);
+                for _ in 0..n {
+                    items.push(self.value(depth + 1)?);
+                }
+                Value::Array(items)
+            }
+            OBJECT => {
+                let n = self.len()?;
+                let mut map = Map::new();
+                for _ in 0..n {
+                    let key = match self.byte()? {
+                        0 => self.string()?,
+                        i => KEYS
+                            .get(usize::from(i) - 1)
+                            .ok_or_else(|| self.bad(format!("unknown field code {i}")))?
+                            .to_string(),
+                    };
+                    map.insert(key, self.value(depth + 1)?);
+                }
+                Value::Object(map)
+            }
+            other => return Err(self.bad(format!("unknown tag {other}"))),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::json;
+
+    fn json_value() -> impl Strategy<Value = Value> {
+        let leaf = prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<u64>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            (-1e300f64..1e300).prop_map(Value::from),
+            ".*".prop_map(Value::String),
+            // Timestamps and ULIDs, canonical and not.
+            (0i64..4_102_444_800_000).prop_map(|ms| Value::String(rfc3339(ms))),
+            "[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}\\.[0-9]{3}Z"
+                .prop_map(Value::String),
+            any::<u128>().prop_map(|v| Value::String(Id(v).to_string())),
+            "[0-9A-Za-z]{26}".prop_map(Value::String),
+        ];
+        leaf.prop_recursive(4, 64, 8, |inner| {
+            prop_oneof![
+                prop::collection::vec(inner.clone(), 0..8).prop_map(Value::Array),
+                prop::collection::btree_map(
+                    prop_oneof![
+                        prop::sample::select(KEYS.to_vec()).prop_map(str::to_string),
+                        ".*"
+                    ],
+                    inner,
+                    0..8
+                )
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn every_json_value_round_trips(value in json_value()) {
+            prop_assert_eq!(decode(&encode(&value)).unwrap(), value);
+        }
+
+        // Damaged bytes give an error or some value, never a panic or a huge allocation.
+        #[test]
+        fn damaged_documents_never_panic(value in json_value(), at in any::<usize>(), byte in any::<u8>()) {
+            let mut bytes = encode(&value);
+            let i = at % bytes.len();
+            bytes[i] = byte;
+            let _ = decode(&bytes);
+            let _ = decode(&bytes[..i]);
+        }
+    }
+
+    #[test]
+    fn a_vertex_shrinks_and_round_trips() {
+        let vertex = json!({
+            "_id": "executions/01M8ARR8ZBSRTDT3TGMFND4E34", "_key": "01M8ARR8ZBSRTDT3TGMFND4E34",
+            "capability": "runtime.echo", "capability_version": 1,
+            "execution_id": "01M8ARR8ZBSRTDT3TGMFND4E34", "finished_at": "2026-11-26T01:50:35.500Z",
+            "idempotency_key": null, "intent_id": "01M8ARR8ZBSRTDT3TGMFND4E33",
+            "intent_type": "runtime.echo", "lsn": 7, "realm": "runtime",
+            "result": {"value": "load"}, "session_id": "01M8ARR8WT9ERFE77PTC1PZ7JB",
+            "status": "completed", "step_count": 1, "tenant_id": "bench",
+            "steps": [{"attempts": 1, "duration_ms": 0, "finished_at": "2026-11-26T01:50:35.500Z",
+                       "name": "echo_1", "started_at": "2026-11-26T01:50:35.500Z", "status": "completed"}],
+            "submitted_at": "2026-11-26T01:50:35.499Z", "negative": -5, "ratio": 0.25,
+        });
+        let bytes = encode(&vertex);
+        assert_eq!(decode(&bytes).unwrap(), vertex);
+        let text = serde_json::to_vec(&vertex).unwrap().len();
+        assert!(
+            bytes.len() * 2 < text,
+            "{} bytes against {text} as text",
+            bytes.len()
+        );
+        // Not canonical: kept as strings.
+        for s in [
+            "2026-11-26T01:50:35.5Z",
+            "01m8arr8zbsrtdt3tgmfnd4e34",
+            "2026-13-45T99:99:99.999Z",
+        ] {
+            let v = json!(s);
+            assert_eq!(decode(&encode(&v)).unwrap(), v);
+            assert_eq!(encode(&v)[1], STRING, "{s}");
+        }
+        assert!(decode(&[]).is_err());
+        assert!(decode(&[9, NULL]).is_err());
+        assert!(decode(&[FORMAT, NULL, NULL]).is_err());
+    }
+}
