@@ -167,8 +167,15 @@ impl FileSystem for RealFs {
         let mut offset = 0;
         while offset < aligned {
             let n = (aligned - offset).min(ZERO_CHUNK_BYTES as u64) as usize;
-            direct.write_all_at(&zeros[..n], offset)?;
-            offset += n as u64;
+            match direct.write_all_at(&zeros[..n], offset) {
+                Ok(()) => offset += n as u64,
+                // Some file systems take the flag at open and refuse the writes.
+                Err(e) if e.kind() == io::ErrorKind::InvalidInput && offset == 0 => {
+                    drop(direct);
+                    return default_write_zeros(self, path, bytes);
+                }
+                Err(e) => return Err(e),
+            }
         }
         if aligned < bytes {
             let file = OpenOptions::new().write(true).open(path)?;
