@@ -430,6 +430,15 @@ impl<L: Log> Runtime<L> {
         &self,
         decide: impl FnOnce(&State, TimestampMs) -> Result<(Vec<Event>, T)>,
     ) -> Result<(Option<Committed>, T)> {
+        self.commit_as(Durability::Now, decide)
+    }
+
+    /// [`Runtime::commit`], saying whether somebody will wait for the events' durability.
+    fn commit_as<T>(
+        &self,
+        durability: Durability,
+        decide: impl FnOnce(&State, TimestampMs) -> Result<(Vec<Event>, T)>,
+    ) -> Result<(Option<Committed>, T)> {
         self.check_running()?;
         let mut core = lock(&self.core);
         let now = self.clock.now_ms();
@@ -441,7 +450,11 @@ impl<L: Log> Runtime<L> {
             .iter()
             .map(codec::encode)
             .collect::<Result<Vec<_>>>()?;
-        let pending = match self.log.submit(records) {
+        let submitted = match durability {
+            Durability::Now => self.log.submit(records),
+            Durability::WithNext => self.log.submit_lazy(records),
+        };
+        let pending = match submitted {
             Ok(pending) => pending,
             Err(symphainy_wal::Error::QueueFull(_)) => return Err(Error::Overloaded),
             Err(e) => {
@@ -999,8 +1012,18 @@ impl<L: Log> Runtime<L> {
             step_index: index,
             attempt,
         };
-        self.commit_retrying(|_, now| Ok(vec![event(&tenant, now, started_body.clone())]))
-            .await?;
+        // A deterministic step's events need no fsync of their own: nothing outside sees the
+        // step before the saga's end (which is waited on) or before a later fsync; lost in a
+        // crash, the step just runs again, to the same output.
+        let durability = if step_spec.deterministic {
+            Durability::WithNext
+        } else {
+            Durability::Now
+        };
+        self.commit_retrying_as(durability, |_, now| {
+            Ok(vec![event(&tenant, now, started_body.clone())])
+        })
+        .await?;
         let started = Instant::now();
         let outcome = match handler.step(index as usize) {
             None => Err(StepError::permanent(
@@ -1046,7 +1069,9 @@ impl<L: Log> Runtime<L> {
             },
         };
         let committed = self
-            .commit_retrying(|_, now| Ok(vec![event(&tenant, now, body.clone())]))
+            .commit_retrying_as(durability, |_, now| {
+                Ok(vec![event(&tenant, now, body.clone())])
+            })
             .await?;
         if !step_spec.deterministic
             && let Some(c) = committed
@@ -1133,8 +1158,18 @@ impl<L: Log> Runtime<L> {
         &self,
         decide: impl Fn(&State, TimestampMs) -> Result<Vec<Event>>,
     ) -> Result<Option<Committed>> {
+        self.commit_retrying_as(Durability::Now, decide).await
+    }
+
+    async fn commit_retrying_as(
+        &self,
+        durability: Durability,
+        decide: impl Fn(&State, TimestampMs) -> Result<Vec<Event>>,
+    ) -> Result<Option<Committed>> {
         loop {
-            match self.commit(|state, now| decide(state, now).map(|events| (events, ()))) {
+            match self.commit_as(durability, |state, now| {
+                decide(state, now).map(|events| (events, ()))
+            }) {
                 Ok((committed, ())) => return Ok(committed),
                 Err(Error::Overloaded) => {
                     tokio::time::sleep(Duration::from_millis(self.config.overload_retry_ms)).await;
@@ -1143,6 +1178,15 @@ impl<L: Log> Runtime<L> {
             }
         }
     }
+}
+
+/// Whether a commit's events start an fdatasync of their own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Durability {
+    /// Somebody waits (an answer, a step with effects): sync now.
+    Now,
+    /// Nobody waits yet: durable with the next fsync, within `symphainy_wal::LAZY_SYNC_DELAY`.
+    WithNext,
 }
 
 fn event(tenant_id: &str, timestamp_ms: TimestampMs, body: EventBody) -> Event {

@@ -45,7 +45,7 @@ pub use memfs::{CrashMode, MemFs};
 pub use reader::{Cursor, StoredRecord};
 pub use recovery::{RecoveryReport, TornTail};
 pub use stats::Stats;
-pub use writer::{Appended, PAGE_BYTES, Record};
+pub use writer::{Appended, LAZY_SYNC_DELAY, PAGE_BYTES, Record};
 
 use recovery::Mode;
 use writer::{Request, Resume, Writer};
@@ -62,6 +62,12 @@ pub trait Log: Send + Sync + 'static {
     /// Queues records without waiting for queue space; the order of `submit` calls is the
     /// order of their LSNs. Fails with [`Error::QueueFull`] when the queue is full.
     fn submit(&self, records: Vec<Record>) -> Result<PendingAppend>;
+    /// Like [`Log::submit`], for records nobody is waiting on yet: they do not start an
+    /// fdatasync of their own, but become durable with the next one another append starts, or
+    /// within [`LAZY_SYNC_DELAY`] at the latest (what the log promises a lazy append).
+    fn submit_lazy(&self, records: Vec<Record>) -> Result<PendingAppend> {
+        self.submit(records)
+    }
     /// Queues records, waiting for queue space, and resolves once they are durable.
     fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Appended>> + Send;
     /// The last durable LSN.
@@ -199,6 +205,7 @@ impl Wal {
                 records,
                 bytes,
                 enqueued: std::time::Instant::now(),
+                lazy: false,
                 reply,
             },
             PendingAppend { reply: receiver },
@@ -212,6 +219,17 @@ impl Wal {
     /// Appends one record; resolves to its LSN once durable.
     pub async fn append_one(&self, record: Record) -> Result<Lsn> {
         Ok(Log::append(self, vec![record]).await?.first)
+    }
+
+    /// Queues a request without waiting for queue space.
+    fn enqueue(&self, records: Vec<Record>, lazy: bool) -> Result<PendingAppend> {
+        let (mut request, pending) = self.request(records)?;
+        request.lazy = lazy;
+        self.sender()?.try_send(request).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => Error::QueueFull(self.config.queue_depth_max),
+            mpsc::error::TrySendError::Closed(_) => Error::Closed,
+        })?;
+        Ok(pending)
     }
 
     /// Appends records from synchronous code (never call inside an async runtime).
@@ -269,12 +287,11 @@ impl Drop for Wal {
 
 impl Log for Wal {
     fn submit(&self, records: Vec<Record>) -> Result<PendingAppend> {
-        let (request, pending) = self.request(records)?;
-        self.sender()?.try_send(request).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => Error::QueueFull(self.config.queue_depth_max),
-            mpsc::error::TrySendError::Closed(_) => Error::Closed,
-        })?;
-        Ok(pending)
+        self.enqueue(records, false)
+    }
+
+    fn submit_lazy(&self, records: Vec<Record>) -> Result<PendingAppend> {
+        self.enqueue(records, true)
     }
 
     fn append(&self, records: Vec<Record>) -> impl Future<Output = Result<Appended>> + Send {

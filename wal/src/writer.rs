@@ -31,6 +31,10 @@ pub const PREPARED_SEGMENT_NAME: &str = "next-segment.tmp";
 /// the page cache (it is zero-filled with direct I/O), and a partial write into a page that is
 /// not cached makes the kernel read it from the disk first, inside the append's latency.
 pub const PAGE_BYTES: u64 = 4096;
+/// Longest a lazy append (see `Log::submit_lazy`) waits for an fdatasync another append starts
+/// before the syncer starts one for it.
+pub const LAZY_SYNC_DELAY: std::time::Duration = std::time::Duration::from_millis(1);
+
 /// Written batches that may wait for the syncer; the encoder blocks beyond this, which keeps
 /// memory bounded and lets requests gather into larger batches meanwhile.
 const SYNC_QUEUE_JOBS_MAX: usize = 4;
@@ -59,6 +63,8 @@ pub(crate) struct Request {
     pub records: Vec<Record>,
     pub bytes: usize,
     pub enqueued: Instant,
+    /// Nobody waits on it yet: it does not start an fdatasync by itself.
+    pub lazy: bool,
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
@@ -166,6 +172,13 @@ struct SyncJob {
     barrier: Option<std_mpsc::Sender<bool>>,
 }
 
+impl SyncJob {
+    /// Somebody waits for it: a request that is not lazy, or a rollover barrier.
+    fn urgent(&self) -> bool {
+        self.barrier.is_some() || self.requests.iter().any(|(r, _)| !r.lazy)
+    }
+}
+
 /// State shared by the encoder and the syncer.
 #[derive(Debug)]
 struct Pipeline {
@@ -203,6 +216,18 @@ fn run_syncer(pipeline: Arc<Pipeline>, jobs: std_mpsc::Receiver<SyncJob>) {
         group.push(first);
         while let Ok(next) = jobs.try_recv() {
             group.push(next);
+        }
+        // Only lazy appends: wait (bounded) for an append somebody waits on to come along.
+        let deadline = Instant::now() + LAZY_SYNC_DELAY;
+        while !group.iter().any(SyncJob::urgent) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            match jobs.recv_timeout(left) {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
         }
         let mut result = match pipeline.poisoned() {
             Some(reason) => Err(reason),

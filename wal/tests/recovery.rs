@@ -342,3 +342,45 @@ fn oversized_records_are_refused() {
     ));
     assert_eq!(wal.durable_lsn(), 0);
 }
+
+// Lazy appends (nobody waits on them yet) start no fsync of their own but are never behind the
+// appends that follow: once a later, waited-on append is acknowledged, a power loss keeps every
+// lazy record before it; and a lazy append nobody follows still becomes durable on its own.
+#[test]
+fn lazy_appends_are_durable_with_the_next_fsync_or_on_their_own() {
+    use symphainy_wal::Log;
+    for seed in 1..=20u64 {
+        let fs = MemFs::new();
+        let wal = open_mem(&fs).unwrap();
+        fill(&wal, 1, 5);
+        let lazy: Vec<_> = (6..=40)
+            .map(|n| wal.submit_lazy(vec![record(n)]).unwrap())
+            .collect();
+        let urgent = wal.submit(vec![record(41)]).unwrap().wait().unwrap();
+        assert_eq!(urgent.last, 41);
+        let mode = if seed % 2 == 0 {
+            CrashMode::DropUnsynced
+        } else {
+            CrashMode::TornSectors { seed }
+        };
+        fs.crash(mode);
+        for (n, pending) in (6..).zip(lazy) {
+            assert_eq!(pending.wait().unwrap().first, n, "seed {seed}");
+        }
+        drop(wal);
+        let wal = open_mem(&fs).unwrap();
+        assert!(
+            wal.durable_lsn() >= 41,
+            "seed {seed}: lost {}",
+            wal.durable_lsn()
+        );
+        assert_eq!(check_all(&wal), wal.durable_lsn());
+    }
+    let fs = MemFs::new();
+    let wal = open_mem(&fs).unwrap();
+    let alone = wal.submit_lazy(vec![record(1)]).unwrap().wait().unwrap();
+    assert_eq!(alone.last, 1);
+    fs.crash(CrashMode::DropUnsynced);
+    drop(wal);
+    assert_eq!(check_all(&open_mem(&fs).unwrap()), 1);
+}
