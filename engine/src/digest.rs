@@ -12,33 +12,61 @@ use crate::state::{Execution, Session, State, StepState, Tenant};
 /// Version of the canonical encoding; part of the digest input.
 pub const DIGEST_ENCODING_VERSION: u32 = 1;
 
-struct Canon(Sha256);
+/// Bytes of canonical encoding gathered before they are hashed: SHA-256 is fed large slices
+/// instead of the encoding's many 1- and 8-byte pieces (the digest is the same either way).
+const CANON_BUFFER_BYTES: usize = 64 * 1024;
+
+struct Canon {
+    hasher: Sha256,
+    buf: Vec<u8>,
+}
 
 impl Canon {
+    fn new() -> Self {
+        Self {
+            hasher: Sha256::new(),
+            buf: Vec::with_capacity(CANON_BUFFER_BYTES + 64),
+        }
+    }
+    fn put(&mut self, bytes: &[u8]) {
+        if self.buf.len() + bytes.len() > CANON_BUFFER_BYTES {
+            self.hasher.update(&self.buf);
+            self.buf.clear();
+            if bytes.len() > CANON_BUFFER_BYTES {
+                self.hasher.update(bytes);
+                return;
+            }
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+    fn finish(mut self) -> String {
+        self.hasher.update(&self.buf);
+        hex::encode(self.hasher.finalize())
+    }
     fn u64(&mut self, v: u64) {
-        self.0.update(v.to_le_bytes());
+        self.put(&v.to_le_bytes());
     }
     fn i64(&mut self, v: i64) {
-        self.0.update(v.to_le_bytes());
+        self.put(&v.to_le_bytes());
     }
     fn id(&mut self, v: Id) {
-        self.0.update(v.0.to_le_bytes());
+        self.put(&v.0.to_le_bytes());
     }
     fn bool(&mut self, v: bool) {
-        self.0.update([u8::from(v)]);
+        self.put(&[u8::from(v)]);
     }
     fn str(&mut self, v: &str) {
         self.u64(v.len() as u64);
-        self.0.update(v.as_bytes());
+        self.put(v.as_bytes());
     }
     fn tag(&mut self, tag: &str) {
         self.str(tag);
     }
     fn opt<T>(&mut self, v: Option<T>, mut f: impl FnMut(&mut Self, T)) {
         match v {
-            None => self.0.update([0]),
+            None => self.put(&[0]),
             Some(v) => {
-                self.0.update([1]);
+                self.put(&[1]);
                 f(self, v);
             }
         }
@@ -47,7 +75,7 @@ impl Canon {
 
 /// The hex SHA-256 digest of `state`.
 pub fn digest(state: &State) -> String {
-    let mut c = Canon(Sha256::new());
+    let mut c = Canon::new();
     c.tag("symphainy-state");
     c.u64(u64::from(DIGEST_ENCODING_VERSION));
     c.u64(state.last_lsn);
@@ -79,7 +107,7 @@ pub fn digest(state: &State) -> String {
     for execution in executions {
         execution_into(&mut c, execution);
     }
-    hex::encode(c.0.finalize())
+    c.finish()
 }
 
 fn tenant_into(c: &mut Canon, t: &Tenant) {

@@ -51,10 +51,12 @@ fn main() {
     let report = reader.report().clone();
     let started = Instant::now();
     let (state, applied) = runtime::replay_cursor(&mut reader.cursor(1), None).expect("replay");
+    let digest_started = Instant::now();
     let state_digest = digest::digest(&state);
+    let digest_secs = digest_started.elapsed().as_secs_f64();
     let replay_secs = started.elapsed().as_secs_f64();
     println!(
-        "events={written} segments={} bytes={} verify_seconds={verify_secs:.2} replay_seconds={replay_secs:.2} digest={}",
+        "events={written} segments={} bytes={} verify_seconds={verify_secs:.2} replay_seconds={replay_secs:.2} (digest {digest_secs:.2}) digest={}",
         report.segments,
         report.bytes,
         &state_digest[..16]
