@@ -435,9 +435,11 @@ function buildSubmitForm(form, sessionId, open) {
 
 // ---------------------------------------------------------------- one execution
 
-async function executionEvents(sessionId, executionId) {
+// An execution's events start at its intent's LSN (`lsn` in its status): read the session's
+// WAL from there, not from the session's first event.
+async function executionEvents(sessionId, executionId, fromLsn) {
   const found = [];
-  let from = 0;
+  let from = fromLsn || 0;
   for (let i = 0; i < EXECUTION_WAL_PAGES_MAX; i++) {
     const p = await tenant.wal(sessionId, from, 1000);
     found.push(...p.events.filter((e) => e.execution_id === executionId));
@@ -487,7 +489,7 @@ async function viewExecution(executionId) {
   };
   try {
     const s = await tenant.status(executionId);
-    const events = await executionEvents(s.session_id, executionId);
+    const events = await executionEvents(s.session_id, executionId, s.lsn);
     draw(s, events);
     if (finishedStates.includes(s.status)) return;
     let pending = null;

@@ -166,7 +166,10 @@ try {
   const steps = await page.$$eval("tr[data-step]", (trs) => trs.map((tr) => tr.dataset.step + ":" + tr.querySelector(".badge").textContent));
   check(JSON.stringify(steps) === JSON.stringify(["store", "parse", "chunk", "embed", "extract_facts"].map((s) => s + ":completed")),
     "the timeline shows every step completed: " + steps.join(", "));
-  check(await page.locator("tr[data-lsn]").count() >= 12, "the execution's WAL events are listed");
+  // intent_received, saga_started, 5 x (step_started, step_completed), saga_completed.
+  const walTypes = await page.$$eval("tr[data-lsn] code", (cs) => cs.map((c) => c.textContent));
+  check(walTypes.length === 13 && walTypes[0] === "intent_received" && walTypes[12] === "saga_completed",
+    "the execution's 13 WAL events are listed, from its intent to its end: " + walTypes.join(", "));
   await shot(page, "execution-timeline");
 
   // An execution opened while it runs: the page follows it to the end.
