@@ -22,7 +22,9 @@ pub const FORMAT: u8 = 1;
 pub const TIMESTAMP_MS_MAX: u64 = 253_402_300_799_999;
 
 /// Deepest nesting [`decode`] accepts (a document deeper than this is refused, not recursed).
-pub const DEPTH_MAX: usize = 64;
+/// Above serde_json's own parse limit (128), which bounds the user JSON a vertex can carry
+/// (a step's result) plus the few levels of the vertex around it.
+pub const DEPTH_MAX: usize = 256;
 
 const NULL: u8 = 0;
 const FALSE: u8 = 1;
@@ -440,6 +442,15 @@ mod tests {
             assert_eq!(decode(&encode(&v)).unwrap(), v);
             assert_eq!(encode(&v)[1], STRING, "{s}");
         }
+        // User JSON as deep as serde_json parses, inside a vertex, reads back.
+        let text = format!("{}1{}", "[".repeat(127), "]".repeat(127));
+        let deep: Value = serde_json::from_str(&text).unwrap();
+        let vertex = json!({"result": {"value": deep}});
+        assert_eq!(decode(&encode(&vertex)).unwrap(), vertex);
+        let mut too_deep = vec![FORMAT];
+        too_deep.extend(std::iter::repeat_n(ARRAY, DEPTH_MAX + 2).flat_map(|t| [t, 1]));
+        too_deep.push(NULL);
+        assert!(decode(&too_deep).is_err());
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, NULL]).is_err());
         assert!(decode(&[FORMAT, NULL, NULL]).is_err());
