@@ -263,19 +263,28 @@ async fn shed_load(
     next: Next,
 ) -> Response {
     let before = state.in_flight.fetch_add(1, Ordering::SeqCst);
-    let response = if before >= state.limits.requests_in_flight_max {
-        AppError::new(
+    // Counted out when the request ends, however it ends: a client that goes away drops this
+    // future mid-request, and the count must not keep it.
+    let _counted = InFlight(&state.in_flight);
+    if before >= state.limits.requests_in_flight_max {
+        return AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
             "too many requests in flight",
         )
         .retry_after(1)
-        .into_response()
-    } else {
-        next.run(request).await
-    };
-    state.in_flight.fetch_sub(1, Ordering::SeqCst);
-    response
+        .into_response();
+    }
+    next.run(request).await
+}
+
+/// One request in `AppState::in_flight`, released when dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// The full application: every route of the table plus middleware.

@@ -343,3 +343,52 @@ async fn oversized_body_is_refused_up_front() {
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"payload_too_large\""), "{answer}");
 }
+
+// Clients that go away in the middle of a request (half a body sent, then the connection
+// dropped) leave nothing behind: the in-flight count that sheds load returns to zero, so they
+// can never make the server refuse everyone else. (The count is released by a guard, so also
+// when a request's future is dropped rather than finished.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_leaving_mid_request_are_not_counted_in_flight() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let token = server
+        .admin()
+        .issue_token("acme", "raw", 60)
+        .await
+        .unwrap()
+        .token;
+    let in_flight = || server.running.state.in_flight.load(Ordering::SeqCst);
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(server.running.addr)
+            .await
+            .unwrap();
+        let request = format!(
+            "POST /intent/submit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"intent_type\": "
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        // The request is inside the server (counted) when the client goes away.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while in_flight() == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never counted");
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        drop(stream);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while in_flight() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} requests of clients that left are still counted in flight",
+            in_flight()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // And the server still serves.
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    acme.submit(&Intent::new("runtime.echo", &session, json!({"value": 1})))
+        .await
+        .unwrap();
+}
