@@ -802,8 +802,13 @@ impl<L: Log> Runtime<L> {
         })?;
         match committed {
             Some(c) => {
-                self.durable(c).await?;
+                // The saga starts at once, in the same fsync window as its intent: a
+                // deterministic step has no effects, a step with effects first waits until
+                // its inputs (this intent included) are durable, and nothing is answered
+                // before the intent is durable. A crash before that loses the intent and
+                // whatever its saga did in memory, never anything acknowledged.
                 self.spawn_saga(execution_id);
+                self.durable(c).await?;
             }
             None => self.wait_durable(submitted.lsn + 1).await?,
         }
