@@ -1,5 +1,5 @@
 //! Model-based test: the WAL against a `Vec` of records, over random appends, batch appends,
-//! reads from random LSNs, clean reopens, crashes (unsynced data dropped or torn) with and
+//! lazy appends (no fsync of their own), reads from random LSNs, clean reopens, crashes (unsynced data dropped or torn) with and
 //! without appends in flight, and segment rollovers (segments are 8 KiB).
 
 mod common;
@@ -12,6 +12,11 @@ use symphainy_wal::{CrashMode, Log, MemFs, Record, RecordMeta, Wal};
 enum Transition {
     Append(Vec<u8>),
     AppendBatch(Vec<Vec<u8>>),
+    /// Lazy appends, some followed by one waited-on append, then all waited for.
+    AppendLazy {
+        payloads: Vec<Vec<u8>>,
+        then_urgent: bool,
+    },
     Read {
         from_permille: u16,
         max: usize,
@@ -22,6 +27,7 @@ enum Transition {
     },
     CrashWithPending {
         payloads: Vec<Vec<u8>>,
+        lazy: bool,
         torn_seed: Option<u64>,
     },
 }
@@ -43,12 +49,14 @@ impl ReferenceStateMachine for Reference {
         prop_oneof![
             4 => payload.clone().prop_map(Transition::Append),
             3 => prop::collection::vec(payload.clone(), 1..20).prop_map(Transition::AppendBatch),
+            2 => (prop::collection::vec(payload.clone(), 1..10), any::<bool>())
+                .prop_map(|(payloads, then_urgent)| Transition::AppendLazy { payloads, then_urgent }),
             3 => (0u16..=1000, 1usize..200)
                 .prop_map(|(from_permille, max)| Transition::Read { from_permille, max }),
             1 => Just(Transition::Reopen),
             1 => seed.clone().prop_map(|torn_seed| Transition::Crash { torn_seed }),
-            1 => (prop::collection::vec(payload, 1..10), seed)
-                .prop_map(|(payloads, torn_seed)| Transition::CrashWithPending { payloads, torn_seed }),
+            1 => (prop::collection::vec(payload, 1..10), any::<bool>(), seed)
+                .prop_map(|(payloads, lazy, torn_seed)| Transition::CrashWithPending { payloads, lazy, torn_seed }),
         ]
         .boxed()
     }
@@ -57,6 +65,10 @@ impl ReferenceStateMachine for Reference {
         match transition {
             Transition::Append(_) => state + 1,
             Transition::AppendBatch(batch) => state + batch.len(),
+            Transition::AppendLazy {
+                payloads,
+                then_urgent,
+            } => state + payloads.len() + usize::from(*then_urgent),
             _ => state,
         }
     }
@@ -147,6 +159,26 @@ impl StateMachineTest for WalModel {
                 sut.contents.extend(records);
                 assert_eq!(appended.last, sut.contents.len() as u64);
             }
+            Transition::AppendLazy {
+                payloads,
+                then_urgent,
+            } => {
+                let mut records: Vec<_> = payloads.iter().map(|p| to_record(p)).collect();
+                let mut pending: Vec<_> = records
+                    .iter()
+                    .map(|r| sut.wal().submit_lazy(vec![r.clone()]).expect("submit lazy"))
+                    .collect();
+                if then_urgent {
+                    let urgent = to_record(b"urgent");
+                    pending.push(sut.wal().submit(vec![urgent.clone()]).expect("submit"));
+                    records.push(urgent);
+                }
+                let first = sut.contents.len() as u64 + 1;
+                for (lsn, p) in (first..).zip(pending) {
+                    assert_eq!(p.wait().expect("lazy append").first, lsn);
+                }
+                sut.contents.extend(records);
+            }
             Transition::Read { from_permille, max } => {
                 let from = (sut.contents.len() as u64 * u64::from(from_permille) / 1000).max(1);
                 let got = sut.wal().read(from, max).expect("read");
@@ -164,12 +196,21 @@ impl StateMachineTest for WalModel {
             }
             Transition::CrashWithPending {
                 payloads,
+                lazy,
                 torn_seed,
             } => {
                 let records: Vec<_> = payloads.iter().map(|p| to_record(p)).collect();
                 let pending: Vec<_> = records
                     .iter()
-                    .map(|r| sut.wal().submit(vec![r.clone()]).expect("submit"))
+                    .map(|r| {
+                        let records = vec![r.clone()];
+                        if lazy {
+                            sut.wal().submit_lazy(records)
+                        } else {
+                            sut.wal().submit(records)
+                        }
+                        .expect("submit")
+                    })
                     .collect();
                 sut.fs.crash(crash_mode(torn_seed));
                 let acked: Vec<bool> = pending.into_iter().map(|p| p.wait().is_ok()).collect();
