@@ -115,6 +115,14 @@ pub fn rfc3339(ms: TimestampMs) -> String {
     humantime::format_rfc3339_millis(time).to_string()
 }
 
+/// Reads an RFC 3339 UTC timestamp back into milliseconds (sub-millisecond digits are cut);
+/// `None` for anything else, or a time before the epoch.
+pub fn parse_rfc3339_ms(text: &str) -> Option<TimestampMs> {
+    let time = humantime::parse_rfc3339(text).ok()?;
+    let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
+    TimestampMs::try_from(since.as_millis()).ok()
+}
+
 /// Where time comes from (decided at the edge, recorded in events).
 pub trait Clock: Send + Sync + fmt::Debug {
     /// Now, in milliseconds since the epoch.

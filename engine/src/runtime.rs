@@ -886,7 +886,9 @@ impl<L: Log> Runtime<L> {
                 Next::Finish(body) => {
                     let tenant = input.tenant_id.clone();
                     let committed = self
-                        .commit_retrying(|_, now| Ok(vec![event(&tenant, now, body.clone())]))
+                        .commit_retrying(Durability::Now, |_, now| {
+                            Ok(vec![event(&tenant, now, body.clone())])
+                        })
                         .await?;
                     if let Some(c) = committed {
                         self.durable(c).await?;
@@ -904,7 +906,7 @@ impl<L: Log> Runtime<L> {
                         next_attempt,
                         delay_ms,
                     };
-                    self.commit_retrying(|_, now| {
+                    self.commit_retrying(Durability::Now, |_, now| {
                         Ok(vec![event(&input.tenant_id, now, body.clone())])
                     })
                     .await?;
@@ -914,7 +916,7 @@ impl<L: Log> Runtime<L> {
                         execution_id: id,
                         failed_step_index: failed_index,
                     };
-                    self.commit_retrying(|_, now| {
+                    self.commit_retrying(Durability::Now, |_, now| {
                         Ok(vec![event(&input.tenant_id, now, body.clone())])
                     })
                     .await?;
@@ -1025,7 +1027,7 @@ impl<L: Log> Runtime<L> {
         } else {
             Durability::Now
         };
-        self.commit_retrying_as(durability, |_, now| {
+        self.commit_retrying(durability, |_, now| {
             Ok(vec![event(&tenant, now, started_body.clone())])
         })
         .await?;
@@ -1074,7 +1076,7 @@ impl<L: Log> Runtime<L> {
             },
         };
         let committed = self
-            .commit_retrying_as(durability, |_, now| {
+            .commit_retrying(durability, |_, now| {
                 Ok(vec![event(&tenant, now, body.clone())])
             })
             .await?;
@@ -1153,20 +1155,15 @@ impl<L: Log> Runtime<L> {
                 step: Some(step_spec.name.clone()),
             },
         };
-        self.commit_retrying(|_, now| Ok(vec![event(&tenant, now, body.clone())]))
-            .await?;
+        self.commit_retrying(Durability::Now, |_, now| {
+            Ok(vec![event(&tenant, now, body.clone())])
+        })
+        .await?;
         Ok(())
     }
 
     /// Commits from a saga driver, waiting out an overloaded log instead of failing the saga.
     async fn commit_retrying(
-        &self,
-        decide: impl Fn(&State, TimestampMs) -> Result<Vec<Event>>,
-    ) -> Result<Option<Committed>> {
-        self.commit_retrying_as(Durability::Now, decide).await
-    }
-
-    async fn commit_retrying_as(
         &self,
         durability: Durability,
         decide: impl Fn(&State, TimestampMs) -> Result<Vec<Event>>,

@@ -11,7 +11,7 @@
 //! LEB128 varints; object entries are written in the map's (sorted) order.
 
 use serde_json::{Map, Number, Value};
-use symphainy_engine::id::{Id, rfc3339};
+use symphainy_engine::id::{Id, parse_rfc3339_ms, rfc3339};
 
 use crate::{Error, Result};
 
@@ -137,34 +137,14 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Milliseconds of a timestamp written exactly as [`rfc3339`] writes it.
 fn timestamp_ms(s: &str) -> Option<u64> {
-    let b = s.as_bytes();
-    let shape = b.len() == 24
-        && b[4] == b'-'
-        && b[7] == b'-'
-        && b[10] == b'T'
-        && b[13] == b':'
-        && b[16] == b':'
-        && b[19] == b'.'
-        && b[23] == b'Z';
-    if !shape {
+    // The one shape `rfc3339` writes: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+    if s.len() != 24 || !s.ends_with('Z') || s.as_bytes()[19] != b'.' {
         return None;
     }
-    let num = |from: usize, to: usize| -> Option<i64> { s.get(from..to)?.parse().ok() };
-    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
-    let (h, mi, sec, ms) = (num(11, 13)?, num(14, 16)?, num(17, 19)?, num(20, 23)?);
-    // Days since 1970-01-01 of a proleptic Gregorian date (H. Hinnant's days_from_civil).
-    let y = if mo <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let doy = (153 * (if mo > 2 { mo - 3 } else { mo + 9 }) + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let total = ((days * 24 + h) * 60 + mi) * 60 * 1000 + sec * 1000 + ms;
-    let total = u64::try_from(total)
-        .ok()
-        .filter(|t| *t <= TIMESTAMP_MS_MAX)?;
+    let ms = parse_rfc3339_ms(s)?;
+    let ms = u64::try_from(ms).ok().filter(|t| *t <= TIMESTAMP_MS_MAX)?;
     // Packed only if unpacking gives the very same text.
-    (rfc3339(total as i64) == s).then_some(total)
+    (rfc3339(ms as i64) == s).then_some(ms)
 }
 
 /// The 128-bit value of a ULID in its canonical (upper-case, 26 characters) form.

@@ -113,6 +113,29 @@ pub struct GraphWrite {
     pub applied_lsn: Lsn,
 }
 
+impl GraphWrite {
+    /// Puts the vertex `collection/key` of `tenant` (its document gets `_id` and `_key`).
+    fn vertex(&mut self, tenant: &str, collection: &str, key: &str, doc: Value) {
+        self.vertices.insert(
+            (tenant.to_string(), format!("{collection}/{key}")),
+            with_id(doc, collection, key),
+        );
+    }
+
+    /// Adds an edge of `tenant`, storing the index keys `stored` says.
+    fn edge(
+        &mut self,
+        tenant: &str,
+        from: String,
+        label: &'static str,
+        to: String,
+        stored: Stored,
+    ) {
+        self.edges
+            .insert((tenant.to_string(), Edge { from, label, to }), stored);
+    }
+}
+
 /// Which index keys of an edge a write stores.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Stored {
@@ -575,14 +598,7 @@ fn render_execution(
     created: bool,
     out: &mut GraphWrite,
 ) {
-    let t = tenant.to_string();
     let (intent, execution) = (e.intent_id.to_string(), e.execution_id.to_string());
-    let put = |out: &mut GraphWrite, collection: &str, key: &str, doc: Value| {
-        out.vertices.insert(
-            (t.clone(), format!("{collection}/{key}")),
-            with_id(doc, collection, key),
-        );
-    };
     // Steps live inside their execution's vertex (one write instead of one per step plus
     // two per edge); `steps/<execution>-<index>` vertices and `has_step` edges are derived
     // from it when read.
@@ -591,9 +607,9 @@ fn render_execution(
     // The intent's vertex is derived from these when read.
     status["realm"] = json!(e.realm);
     status["idempotency_key"] = json!(e.idempotency_key);
-    put(out, "executions", &execution, status);
+    out.vertex(tenant, "executions", &execution, status);
     if let Some(record) = crate::content::document_of(e) {
-        render_document(&t, &execution, &record, out);
+        render_document(tenant, &execution, &record, out);
     }
     if !created {
         return;
@@ -602,39 +618,27 @@ fn render_execution(
     // the execution's vertex when read; only the sides that need a lookup are stored.
     if let Some(spec) = state.capability(&e.capability, e.capability_version) {
         let key = format!("{}@{}", spec.name, spec.version);
-        put(out, "capabilities", &key, view::capability(spec));
-        out.edges.insert(
-            (
-                t.clone(),
-                Edge {
-                    from: format!("executions/{execution}"),
-                    label: "uses",
-                    to: format!("capabilities/{key}"),
-                },
-            ),
+        out.vertex(tenant, "capabilities", &key, view::capability(spec));
+        out.edge(
+            tenant,
+            format!("executions/{execution}"),
+            "uses",
+            format!("capabilities/{key}"),
             Stored::In,
         );
     }
-    out.edges.insert(
-        (
-            t.clone(),
-            Edge {
-                from: format!("sessions/{}", e.session_id),
-                label: "submitted",
-                to: format!("intents/{intent}"),
-            },
-        ),
+    out.edge(
+        tenant,
+        format!("sessions/{}", e.session_id),
+        "submitted",
+        format!("intents/{intent}"),
         Stored::Out,
     );
-    out.edges.insert(
-        (
-            t,
-            Edge {
-                from: format!("intents/{intent}"),
-                label: "executed_as",
-                to: format!("executions/{execution}"),
-            },
-        ),
+    out.edge(
+        tenant,
+        format!("intents/{intent}"),
+        "executed_as",
+        format!("executions/{execution}"),
         Stored::Out,
     );
 }
@@ -646,13 +650,9 @@ fn render_document(
     r: &symphainy_engine::realms::content::DocumentRecord,
     out: &mut GraphWrite,
 ) {
-    let t = tenant.to_string();
     let doc_id = format!("documents/{}", r.document_id);
     let mut vertex = |collection: &str, key: &str, doc: Value| {
-        out.vertices.insert(
-            (t.clone(), format!("{collection}/{key}")),
-            with_id(doc, collection, key),
-        );
+        out.vertex(tenant, collection, key, doc);
     };
     vertex(
         "documents",
@@ -703,8 +703,9 @@ fn render_document(
             to: doc_id.clone(),
         });
     }
-    out.edges
-        .extend(edges.into_iter().map(|e| ((t.clone(), e), Stored::Both)));
+    for Edge { from, label, to } in edges {
+        out.edge(tenant, from, label, to, Stored::Both);
+    }
 }
 
 /// Renders the batch's touched entities into graph writes.
@@ -723,31 +724,21 @@ pub fn render_batch(state: &State, batch: &Batch) -> GraphWrite {
                     if let Some(record) = state.tenants.get(name) {
                         let doc =
                             json!({"tenant_id": name, "created_at": rfc3339(record.created_at_ms)});
-                        out.vertices.insert(
-                            (name.clone(), format!("tenants/{name}")),
-                            with_id(doc, "tenants", name),
-                        );
+                        out.vertex(name, "tenants", name, doc);
                     }
                 }
                 Touched::Session(id) => {
                     if let Some(s) = state.session_of(tenant, *id) {
                         let key = id.to_string();
-                        out.vertices.insert(
-                            (tenant.clone(), format!("sessions/{key}")),
-                            with_id(view::session(s), "sessions", &key),
-                        );
+                        out.vertex(tenant, "sessions", &key, view::session(s));
                         if !batch.created.contains(id) {
                             continue;
                         }
-                        out.edges.insert(
-                            (
-                                tenant.clone(),
-                                Edge {
-                                    from: format!("tenants/{tenant}"),
-                                    label: "owns",
-                                    to: format!("sessions/{key}"),
-                                },
-                            ),
+                        out.edge(
+                            tenant,
+                            format!("tenants/{tenant}"),
+                            "owns",
+                            format!("sessions/{key}"),
                             Stored::Both,
                         );
                     }

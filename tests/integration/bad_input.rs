@@ -278,12 +278,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         .unwrap();
     let acme = server.tenant("acme").await.unwrap();
     let globex = server.tenant("globex").await.unwrap();
-    let token = server
-        .admin()
-        .issue_token("acme", "raw", 60)
-        .await
-        .unwrap()
-        .token;
+    let token = acme_token(&server).await;
     let http = reqwest::Client::new();
     let mut limited = None;
     for _ in 0..40 {
@@ -321,12 +316,7 @@ async fn oversized_body_is_refused_up_front() {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start().await.unwrap();
     server.tenant("acme").await.unwrap();
-    let token = server
-        .admin()
-        .issue_token("acme", "raw", 60)
-        .await
-        .unwrap()
-        .token;
+    let token = acme_token(&server).await;
     let mut stream = tokio::net::TcpStream::connect(server.running.addr)
         .await
         .unwrap();
@@ -354,12 +344,7 @@ async fn clients_leaving_mid_request_are_not_counted_in_flight() {
     use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await.unwrap();
     let acme = server.tenant("acme").await.unwrap();
-    let token = server
-        .admin()
-        .issue_token("acme", "raw", 60)
-        .await
-        .unwrap()
-        .token;
+    let token = acme_token(&server).await;
     let in_flight = || server.running.state.in_flight.load(Ordering::SeqCst);
     for _ in 0..20 {
         let mut stream = tokio::net::TcpStream::connect(server.running.addr)

@@ -13,6 +13,7 @@ use std::time::Duration;
 use serde_json::json;
 use symphainy_sdk::{Client, Error, Intent};
 use symphainy_server::ServerConfig;
+use symphainy_tests::TestServer;
 
 /// Size of the small disk.
 const DISK_BYTES: u64 = 24 * 1024 * 1024;
@@ -51,13 +52,6 @@ impl Drop for Tmpfs {
     }
 }
 
-async fn tenant(base: &str, admin_token: &str) -> Client {
-    let admin = Client::new(base, admin_token);
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin.issue_token("acme", "alice", 3600).await.unwrap();
-    Client::new(base, &token.token)
-}
-
 fn copy_dir(from: &Path, to: &Path) {
     let status = Command::new("cp")
         .arg("-a")
@@ -80,13 +74,16 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
         return;
     };
     let data: PathBuf = disk.path().join("data");
-    let mut config = ServerConfig::new(data.clone(), "127.0.0.1:0".parse().unwrap());
-    config.wal.segment_bytes = SEGMENT_BYTES;
-    config.wal.record_bytes_max = 64 * 1024;
-    config.limits.tenant_requests_per_sec = 1_000_000;
-    let running = symphainy_server::start(config).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    let acme = tenant(&base, &running.admin_token).await;
+    let on = |dir: PathBuf| {
+        move |c: &mut ServerConfig| {
+            c.data_dir = dir;
+            c.wal.segment_bytes = SEGMENT_BYTES;
+            c.wal.record_bytes_max = 64 * 1024;
+            c.limits.tenant_requests_per_sec = 1_000_000;
+        }
+    };
+    let server = TestServer::start_with(on(data.clone())).await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
     let session = acme.create_session(json!({})).await.unwrap().session_id;
 
     // Fill the disk: about 1 KiB per intent.
@@ -126,23 +123,24 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(again, Error::Api { status: 503, .. }), "{again}");
-    let health = reqwest::get(format!("{base}/health")).await.unwrap();
+    let health = reqwest::get(format!("{}/health", server.base))
+        .await
+        .unwrap();
     assert!(health.status().as_u16() < 600);
-    running.shutdown().await.unwrap();
+    server.running.shutdown().await.unwrap();
 
     // The same directory on a disk with room: everything acknowledged is there and finishes.
     let roomy = tempfile::tempdir().unwrap();
     copy_dir(&data, roomy.path());
     let restored = roomy.path().join("data");
     drop(disk);
-    let mut config = ServerConfig::new(restored, "127.0.0.1:0".parse().unwrap());
-    config.wal.segment_bytes = SEGMENT_BYTES;
-    config.wal.record_bytes_max = 64 * 1024;
-    let running = symphainy_server::start(config).await.unwrap();
-    let base = format!("http://{}", running.addr);
-    let admin = Client::new(&base, &running.admin_token);
-    let token = admin.issue_token("acme", "alice", 3600).await.unwrap();
-    let acme = Client::new(&base, &token.token);
+    let server = TestServer::start_with(on(restored)).await.unwrap();
+    let token = server
+        .admin()
+        .issue_token("acme", "alice", 3600)
+        .await
+        .unwrap();
+    let acme = Client::new(&server.base, &token.token);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     for id in &acknowledged {
         loop {
@@ -163,5 +161,5 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
     acme.submit(&Intent::new("runtime.echo", &session, json!({"value": 1})))
         .await
         .unwrap();
-    running.shutdown().await.unwrap();
+    server.running.shutdown().await.unwrap();
 }

@@ -162,7 +162,11 @@ impl FileSystem for RealFs {
         // A zeroed buffer whose address is aligned: a slice of a slightly larger one.
         let backing = vec![0u8; ZERO_CHUNK_BYTES + DIRECT_IO_ALIGN];
         let skip = backing.as_ptr().align_offset(DIRECT_IO_ALIGN);
-        let zeros = &backing[skip..skip + ZERO_CHUNK_BYTES];
+        let Some(zeros) = backing.get(skip..skip.saturating_add(ZERO_CHUNK_BYTES)) else {
+            // `align_offset` may decline to answer: write through the page cache instead.
+            drop(direct);
+            return default_write_zeros(self, path, bytes);
+        };
         let aligned = bytes - bytes % DIRECT_IO_ALIGN as u64;
         let mut offset = 0;
         while offset < aligned {

@@ -170,13 +170,9 @@ struct SyncJob {
     index: Vec<(Lsn, u64)>,
     /// Set at rollover: told whether everything up to `last_lsn` became durable.
     barrier: Option<std_mpsc::Sender<bool>>,
-}
-
-impl SyncJob {
-    /// Somebody waits for it: a request that is not lazy, or a rollover barrier.
-    fn urgent(&self) -> bool {
-        self.barrier.is_some() || self.requests.iter().any(|(r, _)| !r.lazy)
-    }
+    /// Somebody waits for it (a request that is not lazy, or the barrier): decided once, by
+    /// the encoder.
+    urgent: bool,
 }
 
 /// State shared by the encoder and the syncer.
@@ -218,14 +214,18 @@ fn run_syncer(pipeline: Arc<Pipeline>, jobs: std_mpsc::Receiver<SyncJob>) {
             group.push(next);
         }
         // Only lazy appends: wait (bounded) for an append somebody waits on to come along.
+        let mut urgent = group.iter().any(|j| j.urgent);
         let deadline = Instant::now() + LAZY_SYNC_DELAY;
-        while !group.iter().any(SyncJob::urgent) {
+        while !urgent {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
                 break;
             }
             match jobs.recv_timeout(left) {
-                Ok(next) => group.push(next),
+                Ok(next) => {
+                    urgent = next.urgent;
+                    group.push(next);
+                }
                 Err(_) => break,
             }
         }
@@ -499,13 +499,16 @@ impl Writer {
         } else {
             (None, None)
         };
+        let requests = std::mem::take(&mut self.encoded);
+        let urgent = barrier.is_some() || requests.iter().any(|(r, _)| !r.lazy);
         let job = SyncJob {
             file,
             last_lsn: self.next_lsn - 1,
             bytes: fresh as u64,
-            requests: std::mem::take(&mut self.encoded),
+            requests,
             index: std::mem::take(&mut self.pending_index),
             barrier,
+            urgent,
         };
         // Keep the last, partly filled page: the next write starts with it.
         let keep_from = end - end % PAGE_BYTES;
