@@ -892,6 +892,24 @@ mod tests {
         w
     }
 
+    /// Opens the graph again; sled's background threads let go of the previous handle's
+    /// directory lock a moment after it is dropped.
+    fn reopen(path: &Path) -> SledGraph {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            match SledGraph::open(path) {
+                Ok(g) => return g,
+                Err(e)
+                    if e.to_string().contains("could not acquire lock")
+                        && std::time::Instant::now() < deadline =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+                Err(e) => panic!("reopening the graph: {e}"),
+            }
+        }
+    }
+
     // A graph written in another vertex format is cleared on open (the runner rebuilds it);
     // one in the current format, cleared or not, is kept across reopens.
     #[test]
@@ -899,7 +917,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("graph");
         {
-            let g = SledGraph::open(&path).unwrap();
+            let g = reopen(&path);
             g.commit(&write(7)).unwrap();
             assert_eq!(
                 g.vertex("acme", "sessions/S").unwrap().unwrap()["status"],
@@ -908,14 +926,14 @@ mod tests {
             g.flush().unwrap();
         }
         {
-            let g = SledGraph::open(&path).unwrap();
+            let g = reopen(&path);
             assert_eq!(g.applied_lsn().unwrap(), 7, "same format: kept");
             g.clear().unwrap();
             g.commit(&write(9)).unwrap();
             g.flush().unwrap();
         }
         {
-            let g = SledGraph::open(&path).unwrap();
+            let g = reopen(&path);
             assert_eq!(g.applied_lsn().unwrap(), 9, "cleared then rebuilt: kept");
             // As an older release would have left it: JSON text and no format key.
             g.db.remove(FORMAT_KEY).unwrap();
@@ -926,7 +944,7 @@ mod tests {
             .unwrap();
             g.flush().unwrap();
         }
-        let g = SledGraph::open(&path).unwrap();
+        let g = reopen(&path);
         assert_eq!(g.applied_lsn().unwrap(), 0);
         assert_eq!(g.vertex("acme", "sessions/S").unwrap(), None);
     }
