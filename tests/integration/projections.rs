@@ -119,9 +119,19 @@ async fn tenant_client(server: &TestServer, tenant: &str) -> Client {
 }
 
 /// Waits until both projections applied everything durable.
+/// Waits until both projections applied everything the runtime's state holds. The state
+/// applies an event before it is durable (deterministic steps' events are made durable with
+/// the next fsync), so the LSN to wait for is the state's, once durable, not the log's
+/// durable LSN of the moment.
 async fn caught_up(server: &TestServer) {
     let p = &server.running.state.projections;
-    let durable = server.running.state.wal.durable_lsn();
+    let durable = server
+        .running
+        .state
+        .runtime
+        .read(|s| s.last_lsn)
+        .await
+        .unwrap();
     assert!(
         p.surface
             .wait_applied(durable, Duration::from_secs(30))
