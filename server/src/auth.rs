@@ -42,29 +42,70 @@ fn random_hex() -> anyhow::Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// Reads a secret file, or creates it (mode 0600) with fresh randomness.
+/// Reads a secret file, or creates it (mode 0600) with fresh randomness. The file is
+/// created whole or not at all (temp file, fsync, rename, fsync of the directory); an empty
+/// file is a creation cut short before this change and is written again. A file that exists
+/// but cannot be read as text is an error: it is never replaced, since the tokens issued
+/// under it would all stop working.
 fn secret_file(path: &Path) -> anyhow::Result<String> {
     use anyhow::Context;
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    if let Ok(text) = std::fs::read_to_string(path) {
-        let text = text.trim().to_string();
-        if !text.is_empty() {
-            return Ok(text);
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                anyhow::anyhow!(
+                    "{} is not text; restore it, or delete it to generate a new one",
+                    path.display()
+                )
+            })?;
+            let text = text.trim();
+            if !text.is_empty() {
+                return Ok(text.to_string());
+            }
         }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("reading {}", path.display())),
     }
     let secret = random_hex()?;
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let temp = path.with_file_name(name);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
         .mode(0o600)
-        .open(path)
-        .with_context(|| format!("creating {}", path.display()))?;
+        .open(&temp)
+        .with_context(|| format!("creating {}", temp.display()))?;
     file.write_all(secret.as_bytes())
         .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", path.display()))?;
+        .with_context(|| format!("writing {}", temp.display()))?;
+    std::fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("syncing {}", dir.display()))?;
     Ok(secret)
+}
+
+/// The token key held in `path`: exactly [`SECRET_BYTES`] bytes written as hex.
+fn token_key_file(path: &Path) -> anyhow::Result<[u8; SECRET_BYTES]> {
+    let text = secret_file(path)?;
+    let mut key = [0u8; SECRET_BYTES];
+    match hex::decode(&text) {
+        Ok(bytes) if bytes.len() == SECRET_BYTES => {
+            key.copy_from_slice(&bytes);
+            Ok(key)
+        }
+        _ => anyhow::bail!(
+            "{} must hold {} hex digits (a {SECRET_BYTES}-byte key) and holds something else; \
+             restore it, or delete it to generate a new key (every tenant token issued under \
+             the old key then stops working)",
+            path.display(),
+            SECRET_BYTES * 2
+        ),
+    }
 }
 
 impl Keys {
@@ -75,14 +116,7 @@ impl Keys {
             Some(token) => token,
             None => secret_file(&data_dir.join("admin.token"))?,
         };
-        let key_hex = secret_file(&data_dir.join("token.key"))?;
-        let mut token_key = [0u8; SECRET_BYTES];
-        let decoded = hex::decode(&key_hex).unwrap_or_default();
-        if decoded.len() == SECRET_BYTES {
-            token_key.copy_from_slice(&decoded);
-        } else {
-            token_key.copy_from_slice(&Sha256::digest(key_hex.as_bytes()));
-        }
+        let token_key = token_key_file(&data_dir.join("token.key"))?;
         let admin_token_hash = Sha256::digest(admin.as_bytes()).into();
         Ok((
             Self {
@@ -235,5 +269,54 @@ where
             Principal::Admin => Ok(AdminPrincipal),
             Principal::Tenant(_) => Err(AppError::unauthorized()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn keys_are_created_private_and_then_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (first, admin) = Keys::load(dir.path(), None).unwrap();
+        for name in ["admin.token", "token.key"] {
+            let meta = std::fs::metadata(dir.path().join(name)).unwrap();
+            assert_eq!(meta.permissions().mode() & 0o777, 0o600, "{name}");
+        }
+        assert!(!dir.path().join("token.key.tmp").exists());
+        let (second, again) = Keys::load(dir.path(), None).unwrap();
+        assert_eq!(admin, again);
+        assert_eq!(first.token_key, second.token_key);
+        assert!(second.is_admin(&admin));
+        // A key file cut short while being created (empty) is written again.
+        std::fs::write(dir.path().join("token.key"), "").unwrap();
+        let (third, _) = Keys::load(dir.path(), None).unwrap();
+        assert_ne!(third.token_key, first.token_key);
+    }
+
+    #[test]
+    fn a_damaged_token_key_is_refused_and_left_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("token.key");
+        let cases: [&[u8]; 3] = [b"not hex at all", b"abcd", &[0xff, 0xfe, 0x00, 0x41]];
+        for bytes in cases {
+            std::fs::write(&path, bytes).unwrap();
+            let e = Keys::load(dir.path(), Some("admin".into())).unwrap_err();
+            assert!(format!("{e:#}").contains("token.key"), "{e:#}");
+            assert_eq!(
+                std::fs::read(&path).unwrap(),
+                bytes,
+                "the file was replaced"
+            );
+        }
+        // Unreadable (a directory where the file should be): an error, nothing replaced.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::create_dir(&path).unwrap();
+        let e = Keys::load(dir.path(), Some("admin".into())).unwrap_err();
+        assert!(format!("{e:#}").contains("reading"), "{e:#}");
+        assert!(path.is_dir());
     }
 }
