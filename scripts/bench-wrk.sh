@@ -19,7 +19,7 @@ server_pid=
 cleanup() { [ -n "$server_pid" ] && kill "$server_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$work"; }
 trap cleanup EXIT
 admin=$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
-target/release/symphainy-server --data-dir "$work/data" --listen "127.0.0.1:$port" \
+"${CARGO_TARGET_DIR:-target}/release/symphainy-server" --data-dir "$work/data" --listen "127.0.0.1:$port" \
   --admin-token "$admin" --tenant-requests-per-sec 10000000 --no-dev-signin \
   >"$work/server.log" 2>&1 &
 server_pid=$!
