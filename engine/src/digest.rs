@@ -15,33 +15,71 @@ pub const DIGEST_ENCODING_VERSION: u32 = 1;
 /// Bytes of canonical encoding gathered before they are hashed: SHA-256 is fed large slices
 /// instead of the encoding's many 1- and 8-byte pieces (the digest is the same either way).
 const CANON_BUFFER_BYTES: usize = 64 * 1024;
+/// States with at least this many sessions and executions are hashed on a second thread
+/// while the encoding goes on ([`digest`]); smaller ones are not worth a thread.
+pub const PIPELINED_DIGEST_MIN_ENTITIES: usize = 50_000;
+/// Buffers circulating between the encoder and the hashing thread (bounds its memory to
+/// this many [`CANON_BUFFER_BYTES`]).
+const PIPELINE_BUFFERS: usize = 4;
+
+/// Where full buffers go: hashed here, or handed to the hashing thread.
+enum Sink {
+    Inline(Sha256),
+    Piped {
+        full: std::sync::mpsc::SyncSender<Vec<u8>>,
+        empty: std::sync::mpsc::Receiver<Vec<u8>>,
+    },
+}
 
 struct Canon {
-    hasher: Sha256,
+    sink: Sink,
     buf: Vec<u8>,
 }
 
+fn canon_buffer() -> Vec<u8> {
+    Vec::with_capacity(CANON_BUFFER_BYTES + 64)
+}
+
 impl Canon {
-    fn new() -> Self {
+    fn new(sink: Sink) -> Self {
         Self {
-            hasher: Sha256::new(),
-            buf: Vec::with_capacity(CANON_BUFFER_BYTES + 64),
+            sink,
+            buf: canon_buffer(),
+        }
+    }
+    /// Hands the buffer on and starts an empty one.
+    fn flush(&mut self) {
+        match &mut self.sink {
+            Sink::Inline(hasher) => {
+                hasher.update(&self.buf);
+                self.buf.clear();
+            }
+            Sink::Piped { full, empty } => {
+                // The hashing thread sends every buffer back; if it is gone, so is the
+                // digest (finish reports it), and a fresh buffer keeps the encoding going.
+                let next = empty.recv().unwrap_or_else(|_| canon_buffer());
+                let _ = full.send(std::mem::replace(&mut self.buf, next));
+            }
         }
     }
     fn put(&mut self, bytes: &[u8]) {
         if self.buf.len() + bytes.len() > CANON_BUFFER_BYTES {
-            self.hasher.update(&self.buf);
-            self.buf.clear();
+            self.flush();
             if bytes.len() > CANON_BUFFER_BYTES {
-                self.hasher.update(bytes);
+                self.buf.extend_from_slice(bytes);
+                self.flush();
                 return;
             }
         }
         self.buf.extend_from_slice(bytes);
     }
-    fn finish(mut self) -> String {
-        self.hasher.update(&self.buf);
-        hex::encode(self.hasher.finalize())
+    /// The inline hasher's digest, or (piped) hands the last buffer on and closes the pipe.
+    fn finish(mut self) -> Option<String> {
+        self.flush();
+        match self.sink {
+            Sink::Inline(hasher) => Some(hex::encode(hasher.finalize())),
+            Sink::Piped { .. } => None,
+        }
     }
     fn u64(&mut self, v: u64) {
         self.put(&v.to_le_bytes());
@@ -73,9 +111,56 @@ impl Canon {
     }
 }
 
-/// The hex SHA-256 digest of `state`.
+/// The hex SHA-256 digest of `state`. A large state is encoded on this thread and hashed on
+/// a second one at the same time (same bytes, same digest); if that thread cannot be had,
+/// everything happens here.
 pub fn digest(state: &State) -> String {
-    let mut c = Canon::new();
+    if state.sessions.len() + state.executions.len() >= PIPELINED_DIGEST_MIN_ENTITIES
+        && let Some(digest) = digest_pipelined(state)
+    {
+        return digest;
+    }
+    digest_inline(state)
+}
+
+fn digest_inline(state: &State) -> String {
+    let mut c = Canon::new(Sink::Inline(Sha256::new()));
+    encode(state, &mut c);
+    c.finish().unwrap_or_default()
+}
+
+fn digest_pipelined(state: &State) -> Option<String> {
+    use std::sync::mpsc::sync_channel;
+    std::thread::scope(|scope| {
+        let (full_tx, full_rx) = sync_channel::<Vec<u8>>(PIPELINE_BUFFERS);
+        let (empty_tx, empty_rx) = sync_channel::<Vec<u8>>(PIPELINE_BUFFERS);
+        for _ in 1..PIPELINE_BUFFERS {
+            empty_tx.send(canon_buffer()).ok()?;
+        }
+        let hashing = std::thread::Builder::new()
+            .name("digest-hash".into())
+            .spawn_scoped(scope, move || {
+                let mut hasher = Sha256::new();
+                for mut buf in full_rx {
+                    hasher.update(&buf);
+                    buf.clear();
+                    let _ = empty_tx.send(buf);
+                }
+                hex::encode(hasher.finalize())
+            })
+            .ok()?;
+        let mut c = Canon::new(Sink::Piped {
+            full: full_tx,
+            empty: empty_rx,
+        });
+        encode(state, &mut c);
+        c.finish();
+        hashing.join().ok()
+    })
+}
+
+/// The canonical encoding of `state`.
+fn encode(state: &State, c: &mut Canon) {
     c.tag("symphainy-state");
     c.u64(u64::from(DIGEST_ENCODING_VERSION));
     c.u64(state.last_lsn);
@@ -84,30 +169,35 @@ pub fn digest(state: &State) -> String {
     c.u64(state.tenants.len() as u64);
     for (id, tenant) in &state.tenants {
         c.str(id);
-        tenant_into(&mut c, tenant);
+        tenant_into(c, tenant);
     }
     c.tag("capabilities");
     c.u64(state.capabilities.values().map(|v| v.len() as u64).sum());
     for versions in state.capabilities.values() {
         for spec in versions.values() {
-            capability_into(&mut c, spec);
+            capability_into(c, spec);
         }
     }
     c.tag("sessions");
-    let mut sessions: Vec<&Session> = state.sessions.values().collect();
-    sessions.sort_unstable_by_key(|s| s.session_id);
+    // Sorted by the map's own keys (the ids), held beside the pointers: sorting never
+    // dereferences an entity, which on a large state would be a cache miss per comparison.
+    let mut sessions: Vec<(Id, &Session)> = state.sessions.iter().map(|(k, s)| (*k, s)).collect();
+    sessions.sort_unstable_by_key(|(id, _)| *id);
     c.u64(sessions.len() as u64);
-    for session in sessions {
-        session_into(&mut c, session);
+    for (_, session) in sessions {
+        session_into(c, session);
     }
     c.tag("executions");
-    let mut executions: Vec<&Execution> = state.executions.values().map(|e| e.as_ref()).collect();
-    executions.sort_unstable_by_key(|e| e.execution_id);
+    let mut executions: Vec<(Id, &Execution)> = state
+        .executions
+        .iter()
+        .map(|(k, e)| (*k, e.as_ref()))
+        .collect();
+    executions.sort_unstable_by_key(|(id, _)| *id);
     c.u64(executions.len() as u64);
-    for execution in executions {
-        execution_into(&mut c, execution);
+    for (_, execution) in executions {
+        execution_into(c, execution);
     }
-    c.finish()
 }
 
 fn tenant_into(c: &mut Canon, t: &Tenant) {
@@ -199,4 +289,36 @@ fn step_into(c: &mut Canon, s: &StepState) {
     });
     c.bool(s.retryable);
     c.opt(s.retry_at_ms.get(), Canon::i64);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::codec;
+    use crate::testing::Synthetic;
+
+    // The digest hashed on a second thread is the digest hashed inline, for a state large
+    // enough to take the pipelined path (and with strings longer than a buffer).
+    #[test]
+    fn pipelined_digest_equals_inline_digest() {
+        let mut workload = Synthetic::default();
+        let mut records = workload.header();
+        let mut state = State::default();
+        while state.executions.len() < PIPELINED_DIGEST_MIN_ENTITIES {
+            workload.next_execution(&mut records);
+            for r in records.drain(..) {
+                let event = codec::decode(r.meta, &r.payload).expect("decode");
+                state.apply(state.last_lsn + 1, event);
+            }
+        }
+        assert_eq!(state.rejected_events, 0);
+        let big = state.executions.values_mut().next().expect("an execution");
+        big.payload_json = "x".repeat(3 * CANON_BUFFER_BYTES).into_boxed_str();
+        let piped = digest_pipelined(&state).expect("a hashing thread");
+        assert_eq!(piped, digest_inline(&state));
+        assert_eq!(digest(&state), piped);
+        let big = state.executions.values_mut().next().expect("an execution");
+        big.payload_json = "y".repeat(3 * CANON_BUFFER_BYTES).into_boxed_str();
+        assert_ne!(digest(&state), piped);
+    }
 }
