@@ -281,7 +281,7 @@ fn step_into(c: &mut Canon, s: &StepState) {
     c.u64(u64::from(s.attempts));
     c.opt(s.started_at_ms.get(), Canon::i64);
     c.opt(s.finished_at_ms.get(), Canon::i64);
-    c.opt(s.duration_ms, Canon::u64);
+    c.opt(s.duration_ms.get(), Canon::u64);
     c.opt(s.output_json.as_deref(), Canon::str);
     c.opt(s.error.as_deref(), |c, (code, message)| {
         c.str(code);

@@ -108,6 +108,46 @@ impl From<OptMs> for Option<TimestampMs> {
     }
 }
 
+/// An optional duration in milliseconds in 8 bytes instead of 16 (kept for every step of
+/// every execution). `u64::MAX`, about 584 million years, stands for none; a recorded
+/// duration that large is kept as `u64::MAX - 1`. Serialized exactly as `Option<u64>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(from = "Option<u64>", into = "Option<u64>")]
+pub struct OptDurationMs(u64);
+
+impl OptDurationMs {
+    /// No duration.
+    pub const NONE: Self = Self(u64::MAX);
+
+    /// A duration.
+    pub fn some(ms: u64) -> Self {
+        Self(ms.min(u64::MAX - 1))
+    }
+
+    /// The duration, if any.
+    pub fn get(self) -> Option<u64> {
+        (self.0 != u64::MAX).then_some(self.0)
+    }
+}
+
+impl Default for OptDurationMs {
+    fn default() -> Self {
+        Self::NONE
+    }
+}
+
+impl From<Option<u64>> for OptDurationMs {
+    fn from(ms: Option<u64>) -> Self {
+        ms.map_or(Self::NONE, Self::some)
+    }
+}
+
+impl From<OptDurationMs> for Option<u64> {
+    fn from(ms: OptDurationMs) -> Self {
+        ms.get()
+    }
+}
+
 /// Formats a timestamp as RFC 3339 UTC with milliseconds.
 pub fn rfc3339(ms: TimestampMs) -> String {
     let ms = u64::try_from(ms).unwrap_or(0);
@@ -245,5 +285,23 @@ mod tests {
         at.set_if_none(5);
         at.set_if_none(7);
         assert_eq!(at.get(), Some(5));
+    }
+
+    // An OptDurationMs is an Option<u64> in 8 bytes, encoded exactly like one.
+    #[test]
+    fn opt_duration_is_an_option_on_the_wire() {
+        let config = bincode::config::standard();
+        assert_eq!(std::mem::size_of::<OptDurationMs>(), 8);
+        for value in [None, Some(0), Some(1), Some(86_400_000), Some(u64::MAX - 1)] {
+            let ours =
+                bincode::serde::encode_to_vec(OptDurationMs::from(value), config).expect("encode");
+            let theirs = bincode::serde::encode_to_vec(value, config).expect("encode");
+            assert_eq!(ours, theirs, "{value:?}");
+            let (back, _): (OptDurationMs, usize) =
+                bincode::serde::decode_from_slice(&theirs, config).expect("decode");
+            assert_eq!(back.get(), value);
+        }
+        // The one reserved value stays a duration.
+        assert_eq!(OptDurationMs::some(u64::MAX).get(), Some(u64::MAX - 1));
     }
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use symphainy_wal::Lsn;
 
 use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
-use crate::id::{Id, IdMap, OptMs, TimestampMs};
+use crate::id::{Id, IdMap, OptDurationMs, OptMs, TimestampMs};
 
 /// A tenant and what belongs to it directly.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,7 +124,7 @@ pub struct StepState {
     pub attempts: u32,
     pub started_at_ms: OptMs,
     pub finished_at_ms: OptMs,
-    pub duration_ms: Option<u64>,
+    pub duration_ms: OptDurationMs,
     pub output_json: Option<Box<str>>,
     /// Code and message of the last failure (boxed: rare, and a step is kept for every
     /// execution ever run).
@@ -142,7 +142,7 @@ impl StepState {
             attempts: 0,
             started_at_ms: OptMs::NONE,
             finished_at_ms: OptMs::NONE,
-            duration_ms: None,
+            duration_ms: OptDurationMs::NONE,
             output_json: None,
             error: None,
             retryable: false,
@@ -171,13 +171,14 @@ pub struct Execution {
     pub intent_type: Arc<str>,
     pub realm: Arc<str>,
     pub payload_json: Box<str>,
-    pub idempotency_key: Option<String>,
+    pub idempotency_key: Option<Box<str>>,
     /// LSN of the `intent_received` event.
     pub intent_lsn: Lsn,
     pub capability: Arc<str>,
     pub capability_version: u32,
     pub status: ExecutionStatus,
-    pub steps: Vec<StepState>,
+    /// Fixed when the saga starts (boxed slice: no spare capacity, 8 bytes less than a Vec).
+    pub steps: Box<[StepState]>,
     /// Set once compensation began: the step that failed for good.
     pub compensating_from: Option<u32>,
     pub result_json: Option<Box<str>>,
@@ -422,12 +423,12 @@ impl State {
                     intent_type: self.names.get(&intent_type),
                     realm: self.names.get(&realm),
                     payload_json: payload_json.into_boxed_str(),
-                    idempotency_key,
+                    idempotency_key: idempotency_key.map(String::into_boxed_str),
                     intent_lsn: self.last_lsn,
                     capability: self.names.get(""),
                     capability_version: 0,
                     status: ExecutionStatus::Accepted,
-                    steps: Vec::new(),
+                    steps: Box::default(),
                     compensating_from: None,
                     result_json: None,
                     error: None,
@@ -463,7 +464,7 @@ impl State {
                 }
                 e.capability = self.names.get(&capability);
                 e.capability_version = capability_version;
-                e.steps = vec![StepState::pending(); step_count as usize];
+                e.steps = vec![StepState::pending(); step_count as usize].into_boxed_slice();
                 true
             }
             body => self.apply_saga(tenant, at, body),
@@ -520,7 +521,7 @@ impl State {
                 step.output_json = Some(output_json.into_boxed_str());
                 step.error = None;
                 step.finished_at_ms = OptMs::some(at);
-                step.duration_ms = Some(duration_ms);
+                step.duration_ms = OptDurationMs::some(duration_ms);
                 false
             }
             EventBody::StepFailed {
@@ -542,7 +543,7 @@ impl State {
                 step.error = Some(Box::new((code, message)));
                 step.retryable = retryable;
                 step.finished_at_ms = OptMs::some(at);
-                step.duration_ms = Some(duration_ms);
+                step.duration_ms = OptDurationMs::some(duration_ms);
                 false
             }
             EventBody::StepRetryScheduled {
@@ -632,5 +633,18 @@ impl State {
             }
         }
         true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The state keeps every execution ever run: these sizes are the memory budget per
+    // execution (each fits the allocator's size class below the next one up: 224 and 64).
+    #[test]
+    fn entities_stay_compact() {
+        assert!(std::mem::size_of::<Execution>() <= 224);
+        assert!(std::mem::size_of::<StepState>() <= 64);
     }
 }

@@ -176,7 +176,7 @@ struct ExecutionRecordText<'a> {
     error: Option<ExecutionErrorText<'a>>,
     realm: &'a str,
     payload: RawText<'a>,
-    idempotency_key: &'a Option<String>,
+    idempotency_key: Option<&'a str>,
     compensating_from_step: Option<u32>,
 }
 
@@ -197,7 +197,7 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
             attempts: s.attempts,
             started_at: s.started_at_ms.get().map(rfc3339),
             finished_at: s.finished_at_ms.get().map(rfc3339),
-            duration_ms: s.duration_ms,
+            duration_ms: s.duration_ms.get(),
             output: s.output_json.as_deref().map(RawText),
             error: s
                 .error
@@ -227,7 +227,7 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
         }),
         realm: &e.realm,
         payload: RawText(&e.payload_json),
-        idempotency_key: &e.idempotency_key,
+        idempotency_key: e.idempotency_key.as_deref(),
         compensating_from_step: e.compensating_from,
     };
     // Serializing plain structs and strings into a String cannot fail.
