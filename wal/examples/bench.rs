@@ -5,10 +5,6 @@
 //!
 //! cargo run --release -p symphainy-wal --example bench -- --records 2000000 --record-bytes 150 --in-flight 256
 
-/// The allocator the server and the replay tool use.
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 use std::fs::OpenOptions;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;

@@ -71,8 +71,13 @@ pub trait FileSystem: Send + Sync + fmt::Debug {
     }
 }
 
-/// Size of one write of zeros while preparing a segment.
-pub const ZERO_CHUNK_BYTES: usize = 1024 * 1024;
+/// Size of one write of zeros while preparing a segment. Each is a direct write the device
+/// serves ahead of an append's fdatasync that arrives meanwhile, so smaller writes shorten
+/// that wait: at 100,000 appends/s, p99 575-2,303 µs (median of ten runs about 0.9 ms) with
+/// 256 KiB against 1.3-2.0 ms (median 1.5 ms) with 1 MiB; 256 appends in flight reach
+/// 0.59-0.65 M/s against 0.37-0.60 M/s; at 1,024 in flight the peak is about 10% lower
+/// (1.11 M/s against 1.23-1.29 M/s). 64 KiB was no better.
+pub const ZERO_CHUNK_BYTES: usize = 256 * 1024;
 /// Alignment of direct (page-cache bypassing) I/O: offsets, lengths and buffer addresses.
 pub const DIRECT_IO_ALIGN: usize = 4096;
 
