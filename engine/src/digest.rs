@@ -66,8 +66,16 @@ impl Canon {
         if self.buf.len() + bytes.len() > CANON_BUFFER_BYTES {
             self.flush();
             if bytes.len() > CANON_BUFFER_BYTES {
-                self.buf.extend_from_slice(bytes);
-                self.flush();
+                // A long string: hashed where it is, or handed over in buffer-sized pieces
+                // (the buffers keep their size, whatever the state holds).
+                if let Sink::Inline(hasher) = &mut self.sink {
+                    hasher.update(bytes);
+                    return;
+                }
+                for piece in bytes.chunks(CANON_BUFFER_BYTES) {
+                    self.buf.extend_from_slice(piece);
+                    self.flush();
+                }
                 return;
             }
         }
