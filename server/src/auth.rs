@@ -44,7 +44,7 @@ fn random_hex() -> anyhow::Result<String> {
 
 /// Reads a secret file, or creates it (mode 0600) with fresh randomness. The file is
 /// created whole or not at all (temp file, fsync, rename, fsync of the directory); an empty
-/// file is a creation cut short before this change and is written again. A file that exists
+/// file holds no secret and is written again. A file that exists
 /// but cannot be read as text is an error: it is never replaced, since the tokens issued
 /// under it would all stop working.
 fn secret_file(path: &Path) -> anyhow::Result<String> {
