@@ -468,6 +468,14 @@ fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
     );
     println!("  payload {}", record["payload"]);
     println!("timeline:");
+    // LSNs right-aligned to the widest of this timeline.
+    let width = timeline
+        .iter()
+        .filter_map(|e| e["lsn"].as_u64())
+        .max()
+        .unwrap_or_default()
+        .to_string()
+        .len();
     for event in &timeline {
         let data = &event["data"];
         let step = data["step_index"]
@@ -520,12 +528,14 @@ fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
             ),
             _ => String::new(),
         };
-        println!(
-            "  {:>8}  {}  {:<22} {detail}",
-            event["lsn"],
+        // The LSN as a number: a JSON value would ignore the width.
+        let line = format!(
+            "  {:>width$}  {}  {:<22} {detail}",
+            event["lsn"].as_u64().unwrap_or_default(),
             event["timestamp"].as_str().unwrap_or_default(),
             event["event_type"].as_str().unwrap_or_default()
         );
+        println!("{}", line.trim_end());
     }
     Ok(0)
 }
