@@ -38,6 +38,9 @@ fn name(lsn: Lsn) -> String {
     format!("snapshot-{lsn:020}.bin")
 }
 
+/// Suffix of a snapshot being written.
+const TEMP_SUFFIX: &str = ".tmp";
+
 fn parse_name(name: &str) -> Option<Lsn> {
     name.strip_prefix("snapshot-")?
         .strip_suffix(".bin")?
@@ -54,20 +57,28 @@ pub fn write(dir: &Path, state: &State) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating the snapshot directory", e))?;
     let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
         .map_err(|e| Error::Snapshot(format!("encoding the state: {e}")))?;
-    let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
-    bytes.extend_from_slice(&SNAPSHOT_MAGIC);
-    bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
-    bytes.extend_from_slice(&state.last_lsn.to_le_bytes());
-    bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&Sha256::digest(&payload));
-    bytes.extend_from_slice(&payload);
+    let mut header = Vec::with_capacity(HEADER_BYTES);
+    header.extend_from_slice(&SNAPSHOT_MAGIC);
+    header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+    header.extend_from_slice(&state.last_lsn.to_le_bytes());
+    header.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+    header.extend_from_slice(&Sha256::digest(&payload));
     let path = dir.join(name(state.last_lsn));
-    let temp = dir.join(format!("{}.tmp", name(state.last_lsn)));
-    let mut file = std::fs::File::create(&temp).map_err(|e| io("creating a snapshot", e))?;
-    file.write_all(&bytes)
-        .map_err(|e| io("writing a snapshot", e))?;
-    file.sync_all().map_err(|e| io("syncing a snapshot", e))?;
-    std::fs::rename(&temp, &path).map_err(|e| io("renaming a snapshot", e))?;
+    let temp = dir.join(format!("{}{TEMP_SUFFIX}", name(state.last_lsn)));
+    let written = (|| {
+        let mut file = std::fs::File::create(&temp).map_err(|e| io("creating a snapshot", e))?;
+        // Header and payload in two writes: the payload is not copied behind the header.
+        file.write_all(&header)
+            .and_then(|()| file.write_all(&payload))
+            .map_err(|e| io("writing a snapshot", e))?;
+        file.sync_all().map_err(|e| io("syncing a snapshot", e))?;
+        std::fs::rename(&temp, &path).map_err(|e| io("renaming a snapshot", e))
+    })();
+    if let Err(e) = written {
+        // A full disk or a failed write leaves nothing behind.
+        let _ = std::fs::remove_file(&temp);
+        return Err(e);
+    }
     std::fs::File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(|e| io("syncing the snapshot directory", e))?;
@@ -86,7 +97,17 @@ fn list(dir: &Path) -> Vec<(Lsn, PathBuf)> {
     found
 }
 
+/// Deletes all but the newest [`SNAPSHOTS_KEPT`] snapshots, and the temp files of writes a
+/// crash cut short (only the process holding the log writes snapshots, so after its own
+/// write any other temp file is such a leftover).
 fn prune(dir: &Path) {
+    for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with("snapshot-") && name.ends_with(TEMP_SUFFIX) {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
     let found = list(dir);
     for (_, path) in found
         .iter()

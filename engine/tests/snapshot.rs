@@ -124,10 +124,25 @@ async fn recovery_from_snapshot_equals_full_replay() {
     assert_eq!(digest::digest(&state), live);
     drop(wal);
 
+    // A write a crash cut short left its temp file behind: recovery ignores it, and the next
+    // snapshot written removes it.
+    let leftover = snapshots.join("snapshot-00000000000000000003.bin.tmp");
+    std::fs::write(&leftover, b"SYMSNAP1 cut short").unwrap();
+    let (wal, state) = open_recovering(&wal_dir, &snapshots);
+    assert_eq!(digest::digest(&state), live);
+    drop(wal);
+    assert!(leftover.exists(), "a reader deletes nothing");
+
     // A snapshot that claims more than the log holds is ignored.
     let mut ahead = snapshot::read(&first).unwrap();
     ahead.last_lsn = 1_000_000;
     snapshot::write(&snapshots, &ahead).unwrap();
+    assert!(!leftover.exists(), "the leftover temp file was not removed");
+    let names: Vec<String> = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(names.iter().all(|n| n.ends_with(".bin")), "{names:?}");
     let (wal, state) = open_recovering(&wal_dir, &snapshots);
     assert_eq!(digest::digest(&state), live);
     assert_eq!(state.last_lsn, wal.durable_lsn());
