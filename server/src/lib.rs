@@ -147,6 +147,15 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     });
     let clock = Arc::new(SystemClock);
     let blobs = BlobStore::new(data_dir.join("blobs"));
+    // This process holds the log's lock, so no other writes blobs here: temp files are
+    // what a crash cut short.
+    let leftovers = blobs.remove_leftovers();
+    if leftovers > 0 {
+        tracing::info!(
+            files = leftovers,
+            "removed blob temp files a crash left behind"
+        );
+    }
     let embedder: Arc<dyn Embedder> = Arc::new(FeatureHashEmbedder);
     let content = Arc::new(ContentIndex::new(embedder.clone()));
     let projections = views::Projections::start(

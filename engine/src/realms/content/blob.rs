@@ -35,6 +35,9 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
     move |source| BlobError::Io { what, source }
 }
 
+/// Suffix of a blob being written (its name is `.<sha256>.<pid>.tmp`).
+const TEMP_SUFFIX: &str = ".tmp";
+
 /// The sha256 of `bytes`, lowercase hex.
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
@@ -66,6 +69,30 @@ impl BlobStore {
         Ok(self.dir.join(&sha256[..2]).join(sha256))
     }
 
+    /// Removes the temp files of writes a crash cut short; returns how many. Only for the
+    /// process that owns the data directory (the server, at start): another process's write
+    /// in progress would look the same.
+    pub fn remove_leftovers(&self) -> usize {
+        let mut removed = 0;
+        for shard in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name();
+                let name = name.to_string_lossy();
+                if name.starts_with('.')
+                    && name.ends_with(TEMP_SUFFIX)
+                    && std::fs::remove_file(entry.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Stores `bytes` durably; returns their sha256.
     pub fn put(&self, bytes: &[u8]) -> Result<String, BlobError> {
         if bytes.len() > BLOB_BYTES_MAX {
@@ -84,15 +111,22 @@ impl BlobStore {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| self.dir.clone());
         std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
-        let tmp = parent.join(format!(".{sha}.{}.tmp", std::process::id()));
-        let mut file =
-            std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-        file.write_all(bytes)
-            .map_err(io(format!("writing {}", tmp.display())))?;
-        file.sync_all()
-            .map_err(io(format!("syncing {}", tmp.display())))?;
-        drop(file);
-        std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", tmp.display())))?;
+        let tmp = parent.join(format!(".{sha}.{}{TEMP_SUFFIX}", std::process::id()));
+        let written = (|| {
+            let mut file =
+                std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
+            file.write_all(bytes)
+                .map_err(io(format!("writing {}", tmp.display())))?;
+            file.sync_all()
+                .map_err(io(format!("syncing {}", tmp.display())))?;
+            drop(file);
+            std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", tmp.display())))
+        })();
+        if let Err(e) = written {
+            // A full disk leaves no partial file behind to fill it further.
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
         std::fs::File::open(&parent)
             .and_then(|d| d.sync_all())
             .map_err(io(format!("syncing {}", parent.display())))?;
@@ -146,5 +180,20 @@ mod tests {
         ));
         std::fs::write(dir.path().join(&sha[..2]).join(&sha), b"hellO").unwrap();
         assert!(matches!(store.get(&sha), Err(BlobError::Corrupt { .. })));
+    }
+
+    // Temp files a crash left behind go at the owner's start; blobs stay.
+    #[test]
+    fn leftovers_of_cut_short_writes_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let sha = store.put(b"kept").unwrap();
+        let shard = dir.path().join(&sha[..2]);
+        let leftover = shard.join(format!(".{sha}.4242.tmp"));
+        std::fs::write(&leftover, b"ke").unwrap();
+        assert_eq!(store.remove_leftovers(), 1);
+        assert!(!leftover.exists());
+        assert_eq!(store.get(&sha).unwrap(), b"kept");
+        assert_eq!(store.remove_leftovers(), 0);
     }
 }
