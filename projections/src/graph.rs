@@ -46,6 +46,9 @@ pub const TRAVERSE_VERTICES_MAX: usize = 1_000;
 pub const TRAVERSE_EDGES_MAX: usize = 5_000;
 /// sled's page cache.
 pub const SLED_CACHE_BYTES: u64 = 64 * 1024 * 1024;
+/// Unreadable graph directories kept after being moved aside (the newest; older ones are
+/// deleted when another is moved aside).
+pub const GRAPH_MOVED_ASIDE_KEPT: usize = 2;
 /// How often sled flushes on its own (batches are atomic either way).
 pub const SLED_FLUSH_EVERY_MS: u64 = 200;
 
@@ -293,6 +296,7 @@ impl SledGraph {
                     error = %e,
                     "graph view could not be opened; moved it aside and rebuilding it from the WAL"
                 );
+                prune_moved_aside(path);
                 Ok((Self::open(path)?, Opened::MovedAside(aside)))
             }
             Err(e) => Err(e),
@@ -307,6 +311,34 @@ impl SledGraph {
     pub fn flush(&self) -> Result<()> {
         self.db.flush()?;
         Ok(())
+    }
+}
+
+/// Deletes all but the newest [`GRAPH_MOVED_ASIDE_KEPT`] directories moved aside from `path`
+/// (`<path>.corrupt-<ms>`, newest by that number), so repeated corruption cannot fill the disk.
+fn prune_moved_aside(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return;
+    };
+    let prefix = format!("{}.corrupt-", name.to_string_lossy());
+    let mut aside: Vec<(u64, PathBuf)> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|entry| {
+            let name = entry.file_name();
+            let ms = name.to_string_lossy().strip_prefix(&prefix)?.parse().ok()?;
+            Some((ms, entry.path()))
+        })
+        .collect();
+    aside.sort();
+    for (_, old) in aside.iter().rev().skip(GRAPH_MOVED_ASIDE_KEPT) {
+        match std::fs::remove_dir_all(old) {
+            Ok(()) => tracing::info!(path = %old.display(), "removed an older unreadable graph"),
+            Err(e) => {
+                tracing::warn!(path = %old.display(), error = %e, "could not remove an older unreadable graph")
+            }
+        }
     }
 }
 
@@ -947,5 +979,38 @@ mod tests {
         let g = reopen(&path);
         assert_eq!(g.applied_lsn().unwrap(), 0);
         assert_eq!(g.vertex("acme", "sessions/S").unwrap(), None);
+    }
+
+    // An unreadable graph is moved aside; only the newest moved-aside directories are kept.
+    #[test]
+    fn unreadable_graphs_moved_aside_are_bounded() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("graph");
+        for ms in [10, 20, 30] {
+            std::fs::create_dir(dir.path().join(format!("graph.corrupt-{ms}"))).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("graph.corrupt-notes")).unwrap();
+        // A file where the directory should be: sled cannot open it.
+        std::fs::write(&path, b"not a sled directory").unwrap();
+        let (graph, opened) = SledGraph::open_or_reset(&path, "40").unwrap();
+        assert_eq!(
+            opened,
+            Opened::MovedAside(dir.path().join("graph.corrupt-40"))
+        );
+        assert_eq!(graph.applied_lsn().unwrap(), 0);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "graph",
+                "graph.corrupt-30",
+                "graph.corrupt-40",
+                "graph.corrupt-notes"
+            ]
+        );
     }
 }
