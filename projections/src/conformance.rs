@@ -74,9 +74,11 @@ pub async fn state_store(store: &StateStore) {
         }])
         .await
         .unwrap();
+    // ...and it is reported as damage (the surface is then rebuilt), not as an outage.
+    let failed = store.commit(&[bad]).await;
     assert!(
-        store.commit(&[bad]).await.is_err(),
-        "INCRBY of text must fail"
+        matches!(failed, Err(crate::Error::StoreCorrupt(_))),
+        "INCRBY of text must fail as damage: {failed:?}"
     );
     assert_eq!(store.get(&k("c")).await.unwrap(), Some("3".into()));
     assert_eq!(store.get(&k("a")).await.unwrap(), Some("text".into()));

@@ -374,6 +374,20 @@ impl<L: Log> Session<'_, L> {
                     clear = true;
                 }
                 Ok(lsn) => break lsn,
+                Err(Error::StoreCorrupt(reason)) => {
+                    let e = Error::StoreCorrupt(reason);
+                    if self
+                        .fail(
+                            &e,
+                            "clearing the projection and rebuilding it from the log",
+                            stop,
+                        )
+                        .await
+                    {
+                        return Ended::Stopped;
+                    }
+                    clear = true;
+                }
                 Err(e) => {
                     if self.fail(&e, "projection unreachable", stop).await {
                         return Ended::Stopped;

@@ -178,7 +178,7 @@ impl MemoryStore {
                     }
                     Write::IncrBy(k, by) => match map.get(k).map(|v| v.parse::<i64>()) {
                         Some(Err(_)) => {
-                            failure.get_or_insert_with(|| Error::Store(format!(
+                            failure.get_or_insert_with(|| Error::StoreCorrupt(format!(
                                 "a write inside EXEC failed: INCRBY {k}: value is not an integer"
                             )));
                         }
@@ -277,7 +277,10 @@ impl RedisStore {
                 commands += txs[end].writes.len() + 2;
                 end += 1;
             }
-            let answers: Vec<redis::Value> = pipe.query_async(&mut conn).await?;
+            let answers: Vec<redis::Value> = pipe
+                .query_async(&mut conn)
+                .await
+                .map_err(|e| exec_error(e.to_string()).unwrap_or(Error::Redis(e)))?;
             for (tx, answer) in txs[start..end].iter().zip(&answers) {
                 let items = exec_items(answer)?;
                 for (w, item) in tx.writes.iter().zip(items) {
@@ -376,6 +379,15 @@ impl RedisStore {
     }
 }
 
+/// A write refused because a key holds a value of the wrong kind (`WRONGTYPE`, INCRBY of a
+/// non-integer): damage to one of the surface's own keys, so the surface is rebuilt. Other
+/// failures (out of memory, a lost connection) are retried as they are.
+fn exec_error(reason: String) -> Option<Error> {
+    let text = reason.to_ascii_lowercase();
+    (text.contains("wrongtype") || text.contains("not an integer"))
+        .then(|| Error::StoreCorrupt(format!("a write inside EXEC failed: {reason}")))
+}
+
 /// The items of an `EXEC` answer; fails if one holds an error (a queued command that failed
 /// at run time) or the transaction was aborted.
 fn exec_items(answer: &redis::Value) -> Result<&[redis::Value]> {
@@ -383,7 +395,10 @@ fn exec_items(answer: &redis::Value) -> Result<&[redis::Value]> {
         redis::Value::Array(items) => {
             for item in items {
                 if let redis::Value::ServerError(e) = item {
-                    return Err(Error::Store(format!("a write inside EXEC failed: {e:?}")));
+                    let reason = format!("{e:?}");
+                    return Err(exec_error(reason.clone()).unwrap_or_else(|| {
+                        Error::Store(format!("a write inside EXEC failed: {reason}"))
+                    }));
                 }
             }
             Ok(items)

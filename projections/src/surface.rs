@@ -69,6 +69,15 @@ fn parse_lsn(key: &str, value: Option<String>) -> Result<Lsn> {
     }
 }
 
+/// A checkpoint or counter of the surface's own that does not parse: the store was damaged
+/// (by hand, or by another program sharing the database), and the surface is rebuilt.
+fn damaged(e: Error) -> Error {
+    match e {
+        Error::Corrupt { key, reason } => Error::StoreCorrupt(format!("{key}: {reason}")),
+        other => other,
+    }
+}
+
 /// The state surface as a projection.
 #[derive(Debug)]
 pub struct StateSurface {
@@ -149,7 +158,7 @@ impl Projection for StateSurface {
 
     async fn applied_lsn(&mut self) -> Result<Lsn> {
         let value = self.store.get(GLOBAL_CHECKPOINT_KEY).await?;
-        parse_lsn(GLOBAL_CHECKPOINT_KEY, value)
+        parse_lsn(GLOBAL_CHECKPOINT_KEY, value).map_err(damaged)
     }
 
     async fn write(&mut self, state: &State, batch: &Batch) -> Result<()> {
@@ -158,7 +167,7 @@ impl Projection for StateSurface {
         }
         if let Err(e) = self.load_checkpoints(batch).await {
             self.known.clear();
-            return Err(e);
+            return Err(damaged(e));
         }
         let mut txs = Vec::with_capacity(batch.tenant_lsns.len() + 1);
         let mut advanced = Vec::with_capacity(batch.tenant_lsns.len());
@@ -190,7 +199,11 @@ impl Projection for StateSurface {
                 let found = swapped.into_iter().next().flatten();
                 let found = found
                     .map(|v| parse_lsn(GLOBAL_CHECKPOINT_KEY, Some(v)))
-                    .transpose()?;
+                    .transpose()
+                    .map_err(|e| {
+                        self.known.clear();
+                        damaged(e)
+                    })?;
                 let expected = batch.first_lsn - 1;
                 if found.unwrap_or(0) != expected {
                     self.known.clear();

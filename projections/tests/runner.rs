@@ -50,3 +50,75 @@ async fn a_waiting_reader_cuts_the_coalescing_pause_short() {
     );
     runner.stop().await;
 }
+
+// A surface whose own checkpoint or counter keys hold something that does not parse (edited
+// by hand, or another program sharing the database) is cleared and rebuilt from the log,
+// instead of retrying the same failing write forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_surface_is_rebuilt_from_the_log() {
+    use symphainy_projections::store::{Tx, Write};
+    use symphainy_projections::surface::{
+        GLOBAL_CHECKPOINT_KEY, SurfaceReader, tenant_checkpoint_key, tenant_events_key,
+    };
+    use symphainy_projections::testing::tenant_event_counts;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
+    let store = Arc::new(StateStore::memory());
+    let config = RunnerConfig {
+        backoff_min: Duration::from_millis(1),
+        backoff_max: Duration::from_millis(20),
+        ..RunnerConfig::default()
+    };
+    let runner = Runner::start(
+        wal.clone(),
+        StateSurface::new(store.clone()),
+        State::default(),
+        config,
+    );
+    let reader = SurfaceReader::new(store.clone());
+    let damages = [
+        tenant_events_key("acme"),
+        tenant_checkpoint_key("acme"),
+        GLOBAL_CHECKPOINT_KEY.to_string(),
+    ];
+    for key in damages {
+        let w = wal.clone();
+        tokio::task::spawn_blocking(move || synthetic_log(&w, 300))
+            .await
+            .unwrap();
+        let target = wal.durable_lsn();
+        assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
+        store
+            .commit(&[Tx {
+                writes: vec![Write::Set(key.clone(), "garbage".into())],
+            }])
+            .await
+            .unwrap();
+        let w = wal.clone();
+        tokio::task::spawn_blocking(move || synthetic_log(&w, 300))
+            .await
+            .unwrap();
+        let target = wal.durable_lsn();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let counted = tenant_event_counts(wal.as_ref(), target);
+            if reader.tenant_events("acme").await.ok() == counted.get("acme").copied()
+                && runner.status().applied_lsn() >= target
+            {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "damage to {key} was not repaired: {:?}",
+                runner.status().snapshot(target)
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            store.get(GLOBAL_CHECKPOINT_KEY).await.unwrap(),
+            Some(target.to_string())
+        );
+    }
+    runner.stop().await;
+}
