@@ -794,7 +794,7 @@ impl<G: GraphStore> Projection for GraphView<G> {
     }
 
     async fn applied_lsn(&mut self) -> Result<Lsn> {
-        self.store.applied_lsn()
+        self.store.applied_lsn().map_err(crate::damaged)
     }
 
     async fn write(&mut self, state: &State, batch: &Batch) -> Result<()> {
@@ -815,7 +815,7 @@ impl<G: GraphStore> Projection for GraphView<G> {
             Err(Error::Graph(e @ sled::Error::Corruption { .. })) => {
                 Err(Error::StoreCorrupt(e.to_string()))
             }
-            other => other,
+            other => other.map_err(crate::damaged),
         }
     }
 
@@ -1012,5 +1012,19 @@ mod tests {
                 "graph.corrupt-notes"
             ]
         );
+    }
+
+    // A checkpoint of the view's own that does not parse is damage the runner rebuilds from,
+    // not an outage to retry.
+    #[tokio::test]
+    async fn a_damaged_checkpoint_is_reported_as_damage() {
+        let dir = tempfile::tempdir().unwrap();
+        let graph = Arc::new(reopen(&dir.path().join("graph")));
+        graph.commit(&write(7)).unwrap();
+        let mut view = GraphView::new(graph.clone());
+        assert_eq!(view.applied_lsn().await.unwrap(), 7);
+        graph.db.insert(APPLIED_KEY, &b"bad"[..]).unwrap();
+        let e = view.applied_lsn().await.unwrap_err();
+        assert!(matches!(e, Error::StoreCorrupt(_)), "{e}");
     }
 }

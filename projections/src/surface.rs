@@ -30,7 +30,7 @@ use symphainy_wal::Lsn;
 use crate::fold::{Batch, Touched};
 use crate::runner::Projection;
 use crate::store::{StateStore, Tx, Write};
-use crate::{Error, Result};
+use crate::{Error, Result, damaged};
 
 /// The global checkpoint key.
 pub const GLOBAL_CHECKPOINT_KEY: &str = "{_symphainy}:state:applied_lsn";
@@ -66,15 +66,6 @@ fn parse_lsn(key: &str, value: Option<String>) -> Result<Lsn> {
             key: key.to_string(),
             reason: format!("{v:?} is not an LSN"),
         }),
-    }
-}
-
-/// A checkpoint or counter of the surface's own that does not parse: the store was damaged
-/// (by hand, or by another program sharing the database), and the surface is rebuilt.
-fn damaged(e: Error) -> Error {
-    match e {
-        Error::Corrupt { key, reason } => Error::StoreCorrupt(format!("{key}: {reason}")),
-        other => other,
     }
 }
 
