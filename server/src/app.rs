@@ -190,6 +190,10 @@ async fn request_id(request: Request, next: Next) -> Response {
     response
 }
 
+/// Longest rejection text kept as an error's message (a longer one is replaced by the
+/// status's reason).
+const REJECTION_TEXT_BYTES_MAX: usize = 1024;
+
 /// Rewrites any non-2xx answer that is not already the contract's JSON error (axum's own
 /// rejections, 404/405 fallbacks, body limits) into it, keeping the status.
 async fn contract_errors(request: Request, next: Next) -> Response {
@@ -206,13 +210,19 @@ async fn contract_errors(request: Request, next: Next) -> Response {
         return response;
     }
     let id = REQUEST_ID.try_with(Clone::clone).unwrap_or_default();
+    let (mut parts, original) = response.into_parts();
     let message = match status.as_u16() {
         404 => "no such resource".to_string(),
         405 => "method not allowed on this path".to_string(),
         413 => "request body too large".to_string(),
+        // axum's rejections (a query string that does not parse...) say what is wrong in
+        // their text: keep it.
+        400 | 415 | 422 => match axum::body::to_bytes(original, REJECTION_TEXT_BYTES_MAX).await {
+            Ok(text) if !text.is_empty() => String::from_utf8_lossy(&text).trim().to_string(),
+            _ => status.canonical_reason().unwrap_or("error").to_string(),
+        },
         _ => status.canonical_reason().unwrap_or("error").to_string(),
     };
-    let (mut parts, _) = response.into_parts();
     parts.headers.remove(header::CONTENT_LENGTH);
     parts.headers.insert(
         header::CONTENT_TYPE,

@@ -140,6 +140,19 @@ async fn bad_requests_get_contract_errors() {
             "{name}: leaks a path"
         );
     }
+    // A query parameter that does not parse: the message names it.
+    let (status, answer) = acme
+        .raw(
+            Method::POST,
+            "/intent/submit?wait_ms=soon",
+            Some(json!({"intent_type": "runtime.echo", "session_id": sid})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(status, 400, "{answer}");
+    assert_eq!(answer["error"]["code"], "invalid_request");
+    let message = answer["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("wait_ms"), "{message}");
     // Malformed JSON, raw.
     let response = reqwest::Client::new()
         .post(format!("{}/intent/submit", server.base))
