@@ -61,90 +61,80 @@ pub type IdMap<V> = std::collections::HashMap<Id, V, IdHashBuilder>;
 /// Milliseconds since the Unix epoch, UTC.
 pub type TimestampMs = i64;
 
-/// An optional timestamp in 8 bytes instead of 16 (the state keeps several for every step of
-/// every execution). `i64::MIN`, which no clock reads, stands for none; the one timestamp
-/// equal to it is kept as `i64::MIN + 1`. Serialized exactly as `Option<TimestampMs>`.
+/// A number type with one value set aside to mean "none" (a niche), so [`Packed`] can hold
+/// an optional one in the number's own 8 bytes instead of 16.
+pub trait Niche: Copy + Eq {
+    /// The value that stands for none.
+    const NONE: Self;
+    /// The value kept instead of [`Niche::NONE`] when that is given as a value.
+    const NEAREST: Self;
+}
+
+impl Niche for i64 {
+    /// No clock reads it.
+    const NONE: Self = i64::MIN;
+    const NEAREST: Self = i64::MIN + 1;
+}
+
+impl Niche for u64 {
+    /// About 584 million years in milliseconds.
+    const NONE: Self = u64::MAX;
+    const NEAREST: Self = u64::MAX - 1;
+}
+
+/// An `Option<T>` in the size of `T` (the state keeps several for every step of every
+/// execution): [`Niche::NONE`] stands for none, and a value equal to it is kept as
+/// [`Niche::NEAREST`]. Serialized exactly as `Option<T>`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "Option<TimestampMs>", into = "Option<TimestampMs>")]
-pub struct OptMs(i64);
+#[serde(from = "Option<T>", into = "Option<T>")]
+#[serde(bound(
+    serialize = "T: Niche + serde::Serialize",
+    deserialize = "T: Niche + serde::Deserialize<'de>"
+))]
+pub struct Packed<T: Niche>(T);
 
-impl OptMs {
-    /// No timestamp.
-    pub const NONE: Self = Self(i64::MIN);
+/// An optional timestamp.
+pub type OptMs = Packed<TimestampMs>;
+/// An optional duration in milliseconds.
+pub type OptDurationMs = Packed<u64>;
 
-    /// A timestamp.
-    pub fn some(at: TimestampMs) -> Self {
-        Self(at.max(i64::MIN + 1))
+impl<T: Niche> Packed<T> {
+    /// None.
+    pub const NONE: Self = Self(T::NONE);
+
+    /// A value.
+    pub fn some(value: T) -> Self {
+        Self(if value == T::NONE { T::NEAREST } else { value })
     }
 
-    /// The timestamp, if any.
-    pub fn get(self) -> Option<TimestampMs> {
-        (self.0 != i64::MIN).then_some(self.0)
+    /// The value, if any.
+    pub fn get(self) -> Option<T> {
+        (self.0 != T::NONE).then_some(self.0)
     }
 
-    /// Sets the timestamp unless one is set.
-    pub fn set_if_none(&mut self, at: TimestampMs) {
-        if self.0 == i64::MIN {
-            *self = Self::some(at);
+    /// Sets the value unless one is set.
+    pub fn set_if_none(&mut self, value: T) {
+        if self.0 == T::NONE {
+            *self = Self::some(value);
         }
     }
 }
 
-impl Default for OptMs {
+impl<T: Niche> Default for Packed<T> {
     fn default() -> Self {
         Self::NONE
     }
 }
 
-impl From<Option<TimestampMs>> for OptMs {
-    fn from(at: Option<TimestampMs>) -> Self {
-        at.map_or(Self::NONE, Self::some)
+impl<T: Niche> From<Option<T>> for Packed<T> {
+    fn from(value: Option<T>) -> Self {
+        value.map_or(Self::NONE, Self::some)
     }
 }
 
-impl From<OptMs> for Option<TimestampMs> {
-    fn from(at: OptMs) -> Self {
-        at.get()
-    }
-}
-
-/// An optional duration in milliseconds in 8 bytes instead of 16 (kept for every step of
-/// every execution). `u64::MAX`, about 584 million years, stands for none; a recorded
-/// duration that large is kept as `u64::MAX - 1`. Serialized exactly as `Option<u64>`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(from = "Option<u64>", into = "Option<u64>")]
-pub struct OptDurationMs(u64);
-
-impl OptDurationMs {
-    /// No duration.
-    pub const NONE: Self = Self(u64::MAX);
-
-    /// A duration.
-    pub fn some(ms: u64) -> Self {
-        Self(ms.min(u64::MAX - 1))
-    }
-
-    /// The duration, if any.
-    pub fn get(self) -> Option<u64> {
-        (self.0 != u64::MAX).then_some(self.0)
-    }
-}
-
-impl Default for OptDurationMs {
-    fn default() -> Self {
-        Self::NONE
-    }
-}
-
-impl From<Option<u64>> for OptDurationMs {
-    fn from(ms: Option<u64>) -> Self {
-        ms.map_or(Self::NONE, Self::some)
-    }
-}
-
-impl From<OptDurationMs> for Option<u64> {
-    fn from(ms: OptDurationMs) -> Self {
-        ms.get()
+impl<T: Niche> From<Packed<T>> for Option<T> {
+    fn from(packed: Packed<T>) -> Self {
+        packed.get()
     }
 }
 
@@ -259,49 +249,40 @@ mod tests {
         assert_eq!(rfc3339(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
     }
 
-    // An OptMs is an Option<TimestampMs> in 8 bytes, encoded exactly like one (snapshots of
-    // either read back the same).
-    #[test]
-    fn opt_ms_is_an_option_on_the_wire() {
+    /// `Packed<T>` is encoded exactly like `Option<T>` (snapshots of either read back the
+    /// same) and takes 8 bytes.
+    fn same_on_the_wire<T>(values: &[Option<T>])
+    where
+        T: Niche + std::fmt::Debug + serde::Serialize + serde::de::DeserializeOwned,
+    {
         let config = bincode::config::standard();
-        assert_eq!(std::mem::size_of::<OptMs>(), 8);
-        for value in [
+        assert_eq!(std::mem::size_of::<Packed<T>>(), 8);
+        for &value in values {
+            let ours = bincode::serde::encode_to_vec(Packed::from(value), config).expect("encode");
+            let theirs = bincode::serde::encode_to_vec(value, config).expect("encode");
+            assert_eq!(ours, theirs, "{value:?}");
+            let (back, _): (Packed<T>, usize) =
+                bincode::serde::decode_from_slice(&theirs, config).expect("decode");
+            assert_eq!(back.get(), value);
+        }
+    }
+
+    #[test]
+    fn packed_options_are_options_on_the_wire() {
+        same_on_the_wire::<i64>(&[
             None,
             Some(0),
             Some(-1),
             Some(1_700_000_000_123),
             Some(i64::MAX),
-        ] {
-            let ours = bincode::serde::encode_to_vec(OptMs::from(value), config).expect("encode");
-            let theirs = bincode::serde::encode_to_vec(value, config).expect("encode");
-            assert_eq!(ours, theirs, "{value:?}");
-            let (back, _): (OptMs, usize) =
-                bincode::serde::decode_from_slice(&theirs, config).expect("decode");
-            assert_eq!(back.get(), value);
-        }
-        // The one reserved value stays a timestamp.
+        ]);
+        same_on_the_wire::<u64>(&[None, Some(0), Some(1), Some(86_400_000), Some(u64::MAX - 1)]);
+        // The one reserved value stays a value.
         assert_eq!(OptMs::some(i64::MIN).get(), Some(i64::MIN + 1));
+        assert_eq!(OptDurationMs::some(u64::MAX).get(), Some(u64::MAX - 1));
         let mut at = OptMs::NONE;
         at.set_if_none(5);
         at.set_if_none(7);
         assert_eq!(at.get(), Some(5));
-    }
-
-    // An OptDurationMs is an Option<u64> in 8 bytes, encoded exactly like one.
-    #[test]
-    fn opt_duration_is_an_option_on_the_wire() {
-        let config = bincode::config::standard();
-        assert_eq!(std::mem::size_of::<OptDurationMs>(), 8);
-        for value in [None, Some(0), Some(1), Some(86_400_000), Some(u64::MAX - 1)] {
-            let ours =
-                bincode::serde::encode_to_vec(OptDurationMs::from(value), config).expect("encode");
-            let theirs = bincode::serde::encode_to_vec(value, config).expect("encode");
-            assert_eq!(ours, theirs, "{value:?}");
-            let (back, _): (OptDurationMs, usize) =
-                bincode::serde::decode_from_slice(&theirs, config).expect("decode");
-            assert_eq!(back.get(), value);
-        }
-        // The one reserved value stays a duration.
-        assert_eq!(OptDurationMs::some(u64::MAX).get(), Some(u64::MAX - 1));
     }
 }

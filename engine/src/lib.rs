@@ -19,6 +19,7 @@ pub mod codec;
 pub mod digest;
 mod error;
 pub mod event;
+pub mod file;
 pub mod id;
 pub mod metrics;
 pub mod realms;

@@ -9,7 +9,6 @@
 //! [`Snapshotter`] takes them off the hot path: a thread that tails the durable log with its
 //! own copy of the state and writes a snapshot every `every_events` events.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -65,23 +64,9 @@ pub fn write(dir: &Path, state: &State) -> Result<PathBuf> {
     header.extend_from_slice(&Sha256::digest(&payload));
     let path = dir.join(name(state.last_lsn));
     let temp = dir.join(format!("{}{TEMP_SUFFIX}", name(state.last_lsn)));
-    let written = (|| {
-        let mut file = std::fs::File::create(&temp).map_err(|e| io("creating a snapshot", e))?;
-        // Header and payload in two writes: the payload is not copied behind the header.
-        file.write_all(&header)
-            .and_then(|()| file.write_all(&payload))
-            .map_err(|e| io("writing a snapshot", e))?;
-        file.sync_all().map_err(|e| io("syncing a snapshot", e))?;
-        std::fs::rename(&temp, &path).map_err(|e| io("renaming a snapshot", e))
-    })();
-    if let Err(e) = written {
-        // A full disk or a failed write leaves nothing behind.
-        let _ = std::fs::remove_file(&temp);
-        return Err(e);
-    }
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io("syncing the snapshot directory", e))?;
+    // Header and payload in two writes: the payload is not copied behind the header.
+    crate::file::write_atomically(&temp, &path, &[&header, &payload], 0o644)
+        .map_err(|e| io("writing a snapshot", e))?;
     prune(dir);
     Ok(path)
 }

@@ -49,8 +49,6 @@ fn random_hex() -> anyhow::Result<String> {
 /// under it would all stop working.
 fn secret_file(path: &Path) -> anyhow::Result<String> {
     use anyhow::Context;
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     match std::fs::read(path) {
         Ok(bytes) => {
             let text = String::from_utf8(bytes).map_err(|_| {
@@ -70,22 +68,13 @@ fn secret_file(path: &Path) -> anyhow::Result<String> {
     let secret = random_hex()?;
     let mut name = path.file_name().unwrap_or_default().to_os_string();
     name.push(".tmp");
-    let temp = path.with_file_name(name);
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&temp)
-        .with_context(|| format!("creating {}", temp.display()))?;
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", temp.display()))?;
-    std::fs::rename(&temp, path).with_context(|| format!("renaming to {}", path.display()))?;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::File::open(dir)
-        .and_then(|d| d.sync_all())
-        .with_context(|| format!("syncing {}", dir.display()))?;
+    symphainy_engine::file::write_atomically(
+        &path.with_file_name(name),
+        path,
+        &[secret.as_bytes()],
+        0o600,
+    )
+    .with_context(|| format!("writing {}", path.display()))?;
     Ok(secret)
 }
 

@@ -326,17 +326,17 @@ async fn rate_limit_answers_429_with_retry_after() {
 // read (raw socket: the declared length is never sent, so no client races the answer).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_body_is_refused_up_front() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::io::AsyncReadExt;
     let server = TestServer::start().await.unwrap();
     server.tenant("acme").await.unwrap();
     let token = acme_token(&server).await;
-    let mut stream = tokio::net::TcpStream::connect(server.running.addr)
-        .await
-        .unwrap();
-    let request = format!(
-        "POST /intent/submit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n"
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut stream = send_raw(
+        &server,
+        &format!(
+            "POST /intent/submit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 2000000\r\nConnection: close\r\n\r\n"
+        ),
+    )
+    .await;
     let mut answer = String::new();
     let _ = tokio::time::timeout(
         std::time::Duration::from_secs(10),
@@ -354,19 +354,18 @@ async fn oversized_body_is_refused_up_front() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clients_leaving_mid_request_are_not_counted_in_flight() {
     use std::sync::atomic::Ordering;
-    use tokio::io::AsyncWriteExt;
     let server = TestServer::start().await.unwrap();
     let acme = server.tenant("acme").await.unwrap();
     let token = acme_token(&server).await;
     let in_flight = || server.running.state.in_flight.load(Ordering::SeqCst);
     for _ in 0..20 {
-        let mut stream = tokio::net::TcpStream::connect(server.running.addr)
-            .await
-            .unwrap();
-        let request = format!(
-            "POST /intent/submit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"intent_type\": "
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
+        let stream = send_raw(
+            &server,
+            &format!(
+                "POST /intent/submit HTTP/1.1\r\nHost: test\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{{\"intent_type\": "
+            ),
+        )
+        .await;
         // The request is inside the server (counted) when the client goes away.
         let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
         while in_flight() == 0 {
@@ -389,4 +388,15 @@ async fn clients_leaving_mid_request_are_not_counted_in_flight() {
     acme.submit(&Intent::new("runtime.echo", &session, json!({"value": 1})))
         .await
         .unwrap();
+}
+
+/// Opens a connection to the server and writes `request` as it is (a raw socket: headers and
+/// body exactly as a misbehaving client would send them).
+async fn send_raw(server: &TestServer, request: &str) -> tokio::net::TcpStream {
+    use tokio::io::AsyncWriteExt;
+    let mut stream = tokio::net::TcpStream::connect(server.running.addr)
+        .await
+        .unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    stream
 }

@@ -3,7 +3,6 @@
 //! `put` returns, so an event that names a blob's hash is only appended once the bytes are
 //! durable. Blobs are immutable; writing one twice is a no-op.
 
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -112,24 +111,9 @@ impl BlobStore {
             .unwrap_or_else(|| self.dir.clone());
         std::fs::create_dir_all(&parent).map_err(io(format!("creating {}", parent.display())))?;
         let tmp = parent.join(format!(".{sha}.{}{TEMP_SUFFIX}", std::process::id()));
-        let written = (|| {
-            let mut file =
-                std::fs::File::create(&tmp).map_err(io(format!("creating {}", tmp.display())))?;
-            file.write_all(bytes)
-                .map_err(io(format!("writing {}", tmp.display())))?;
-            file.sync_all()
-                .map_err(io(format!("syncing {}", tmp.display())))?;
-            drop(file);
-            std::fs::rename(&tmp, &path).map_err(io(format!("renaming {}", tmp.display())))
-        })();
-        if let Err(e) = written {
-            // A full disk leaves no partial file behind to fill it further.
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        std::fs::File::open(&parent)
-            .and_then(|d| d.sync_all())
-            .map_err(io(format!("syncing {}", parent.display())))?;
+        // A failed write leaves no partial file behind to fill a full disk further.
+        crate::file::write_atomically(&tmp, &path, &[bytes], 0o644)
+            .map_err(io(format!("writing {}", path.display())))?;
         Ok(sha)
     }
 
