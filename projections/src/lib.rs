@@ -72,7 +72,8 @@ pub enum Error {
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A value a projection wrote for itself (checkpoint, counter) that does not parse: its store
-/// was damaged (by hand, or by another program sharing it), and the runner rebuilds it.
+/// was damaged (by hand, or by another program sharing it). The runner maps what a
+/// projection reports through this, so every projection's damage is rebuilt alike.
 pub(crate) fn damaged(e: Error) -> Error {
     match e {
         Error::Corrupt { key, reason } => Error::StoreCorrupt(format!("{key}: {reason}")),

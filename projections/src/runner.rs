@@ -363,7 +363,7 @@ impl<L: Log> Session<'_, L> {
                     }
                 }
             }
-            match projection.applied_lsn().await {
+            match projection.applied_lsn().await.map_err(crate::damaged) {
                 Ok(lsn) if lsn > log.durable_lsn() => {
                     tracing::warn!(
                         projection = name,
@@ -469,7 +469,11 @@ impl<L: Log> Session<'_, L> {
                 }
                 continue;
             };
-            match projection.write(fold.state(), &batch).await {
+            match projection
+                .write(fold.state(), &batch)
+                .await
+                .map_err(crate::damaged)
+            {
                 Ok(()) => {
                     fold.evict_finished(&batch);
                     self.status.progressed(batch.last_lsn, batch.events());

@@ -30,7 +30,7 @@ use symphainy_wal::Lsn;
 use crate::fold::{Batch, Touched};
 use crate::runner::Projection;
 use crate::store::{StateStore, Tx, Write};
-use crate::{Error, Result, damaged};
+use crate::{Error, Result};
 
 /// The global checkpoint key.
 pub const GLOBAL_CHECKPOINT_KEY: &str = "{_symphainy}:state:applied_lsn";
@@ -149,7 +149,7 @@ impl Projection for StateSurface {
 
     async fn applied_lsn(&mut self) -> Result<Lsn> {
         let value = self.store.get(GLOBAL_CHECKPOINT_KEY).await?;
-        parse_lsn(GLOBAL_CHECKPOINT_KEY, value).map_err(damaged)
+        parse_lsn(GLOBAL_CHECKPOINT_KEY, value)
     }
 
     async fn write(&mut self, state: &State, batch: &Batch) -> Result<()> {
@@ -158,7 +158,7 @@ impl Projection for StateSurface {
         }
         if let Err(e) = self.load_checkpoints(batch).await {
             self.known.clear();
-            return Err(damaged(e));
+            return Err(e);
         }
         let mut txs = Vec::with_capacity(batch.tenant_lsns.len() + 1);
         let mut advanced = Vec::with_capacity(batch.tenant_lsns.len());
@@ -191,10 +191,7 @@ impl Projection for StateSurface {
                 let found = found
                     .map(|v| parse_lsn(GLOBAL_CHECKPOINT_KEY, Some(v)))
                     .transpose()
-                    .map_err(|e| {
-                        self.known.clear();
-                        damaged(e)
-                    })?;
+                    .inspect_err(|_| self.known.clear())?;
                 let expected = batch.first_lsn - 1;
                 if found.unwrap_or(0) != expected {
                     self.known.clear();
