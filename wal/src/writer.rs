@@ -68,6 +68,25 @@ pub(crate) struct Request {
     pub reply: oneshot::Sender<Result<Appended>>,
 }
 
+/// A request once encoded: its records are in the file's buffer, so they are dropped by the
+/// encoder (not on the syncer's path between two fdatasyncs); what is left waits for the reply.
+#[derive(Debug)]
+pub(crate) struct Waiter {
+    enqueued: Instant,
+    lazy: bool,
+    reply: oneshot::Sender<Result<Appended>>,
+}
+
+impl Request {
+    fn into_waiter(self) -> Waiter {
+        Waiter {
+            enqueued: self.enqueued,
+            lazy: self.lazy,
+            reply: self.reply,
+        }
+    }
+}
+
 /// Where the writer resumes after recovery.
 #[derive(Debug)]
 pub(crate) struct Resume {
@@ -166,7 +185,7 @@ struct SyncJob {
     file: Arc<dyn FileHandle>,
     last_lsn: Lsn,
     bytes: u64,
-    requests: Vec<(Request, Appended)>,
+    requests: Vec<(Waiter, Appended)>,
     index: Vec<(Lsn, u64)>,
     /// Set at rollover: told whether everything up to `last_lsn` became durable.
     barrier: Option<std_mpsc::Sender<bool>>,
@@ -270,7 +289,7 @@ fn finish_group(
         let records: u64 = group
             .iter()
             .flat_map(|j| &j.requests)
-            .map(|(r, _)| r.records.len() as u64)
+            .map(|(_, range)| range.last - range.first + 1)
             .sum();
         stats.records.fetch_add(records, Ordering::Relaxed);
         stats
@@ -324,7 +343,7 @@ pub(crate) struct Writer {
     last_indexed: Option<u64>,
     pending_index: Vec<(Lsn, u64)>,
     /// Requests encoded into `buf`, with their LSN ranges.
-    encoded: Vec<(Request, Appended)>,
+    encoded: Vec<(Waiter, Appended)>,
     preparer: Preparer,
     syncer: Option<(std_mpsc::SyncSender<SyncJob>, JoinHandle<()>)>,
 }
@@ -454,7 +473,7 @@ impl Writer {
                 first,
                 last: self.next_lsn - 1,
             };
-            self.encoded.push((request, range));
+            self.encoded.push((request.into_waiter(), range));
         }
         self.write_and_hand_off(false)
     }
