@@ -3,6 +3,12 @@
 //!
 //! Encoding rules (bincode 2 through `codec`): no `serde_json::Value`, no `flatten`, no
 //! `skip_serializing_if`, no internally tagged enums. User JSON travels as a `String`.
+//!
+//! The serde derives define the bytes (events are encoded through serde); bincode's own
+//! `Decode` derive reads them back on the replay path, about a quarter faster than serde's
+//! visitors. Both derives follow the same field order and enum indices, so they agree as long
+//! as no serde attribute changes the layout (the rules above); `codec`'s tests check every
+//! event type both ways.
 
 use serde::{Deserialize, Serialize};
 
@@ -16,7 +22,8 @@ pub mod v1 {
     pub const SCHEMA_VERSION: u16 = 1;
 
     /// One event: who (tenant), when, what.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Decode)]
+    #[cfg_attr(test, derive(bincode::Encode))]
     pub struct Event {
         /// Tenant the event belongs to (`_system` for node-wide facts).
         pub tenant_id: String,
@@ -27,7 +34,8 @@ pub mod v1 {
     }
 
     /// A capability step as declared at registration.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Decode)]
+    #[cfg_attr(test, derive(bincode::Encode))]
     pub struct StepSpec {
         /// Step name, unique within the capability.
         pub name: String,
@@ -42,7 +50,8 @@ pub mod v1 {
     }
 
     /// A capability's metadata as registered with the curator.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Decode)]
+    #[cfg_attr(test, derive(bincode::Encode))]
     pub struct CapabilitySpec {
         /// Name, e.g. `content.parse_and_embed`.
         pub name: String,
@@ -63,7 +72,8 @@ pub mod v1 {
     }
 
     /// What happened.
-    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+    #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, bincode::Decode)]
+    #[cfg_attr(test, derive(bincode::Encode))]
     pub enum EventBody {
         /// A tenant was created.
         TenantCreated,

@@ -10,8 +10,20 @@ use serde::{Deserialize, Serialize};
 
 /// A ULID stored as its 128-bit value (compact in events, cheap to compare and hash).
 #[derive(
-    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default,
+    Clone,
+    Copy,
+    Debug,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    Default,
+    bincode::Decode,
 )]
+#[cfg_attr(test, derive(bincode::Encode))]
 pub struct Id(pub u128);
 
 impl fmt::Display for Id {
