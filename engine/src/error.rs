@@ -5,9 +5,10 @@ use crate::id::Id;
 /// Everything a command or the engine can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The log refused or failed.
+    /// The log refused or failed. The message includes the log's error, which is therefore
+    /// not also given as the source (an error chain would print it twice).
     #[error("log: {0}")]
-    Log(#[from] symphainy_wal::Error),
+    Log(symphainy_wal::Error),
     /// Encoding or decoding an event failed.
     #[error("codec: {0}")]
     Codec(String),
@@ -50,6 +51,12 @@ pub enum Error {
     /// The replay's reading thread could not run.
     #[error("replay: {0}")]
     Replay(String),
+}
+
+impl From<symphainy_wal::Error> for Error {
+    fn from(e: symphainy_wal::Error) -> Self {
+        Self::Log(e)
+    }
 }
 
 /// Result alias of this crate.

@@ -39,17 +39,18 @@ pub use runner::{Projection, RebuildReport, Runner, RunnerConfig, StatusSnapshot
 pub use store::StateStore;
 pub use surface::{StateSurface, SurfaceReader};
 
-/// What can go wrong in a projection.
+/// What can go wrong in a projection. The messages of the wrapped errors are part of these
+/// messages, so they are not also given as sources (an error chain would print them twice).
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    Redis(redis::RedisError),
     #[error("state store: {0}")]
     Store(String),
     #[error("graph store (sled): {0}")]
-    Graph(#[from] sled::Error),
+    Graph(sled::Error),
     #[error("log: {0}")]
-    Wal(#[from] symphainy_wal::Error),
+    Wal(symphainy_wal::Error),
     #[error("record at LSN {lsn} cannot be decoded: {reason}")]
     Decode { lsn: u64, reason: String },
     #[error("stored value at {key} is not valid: {reason}")]
@@ -65,8 +66,27 @@ pub enum Error {
     Render(String),
     #[error("bad query: {0}")]
     Query(String),
+    /// The I/O error is part of the message (so not also the source).
     #[error("{0}: {1}")]
-    Io(String, #[source] std::io::Error),
+    Io(String, std::io::Error),
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(e: redis::RedisError) -> Self {
+        Self::Redis(e)
+    }
+}
+
+impl From<sled::Error> for Error {
+    fn from(e: sled::Error) -> Self {
+        Self::Graph(e)
+    }
+}
+
+impl From<symphainy_wal::Error> for Error {
+    fn from(e: symphainy_wal::Error) -> Self {
+        Self::Wal(e)
+    }
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

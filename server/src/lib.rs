@@ -135,7 +135,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     })
     .await
     .context("recovery task")?
-    .with_context(|| format!("recovering {}", wal_dir.display()))?;
+    .with_context(|| {
+        format!(
+            "recovering {} (nothing was changed; `replay-tool verify --data-dir {}` reports on \
+             the log)",
+            wal_dir.display(),
+            data_dir.display()
+        )
+    })?;
     let wal = Arc::new(wal);
     let snapshotter = (config.snapshot_every_events > 0).then(|| {
         snapshot::Snapshotter::start(

@@ -89,10 +89,16 @@ pub struct ServerProcess {
 impl ServerProcess {
     /// Starts the binary on `data_dir` and a free port; waits until it prints its address.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with_args(data_dir, &[])
+    }
+
+    /// Like [`ServerProcess::start`], with more command-line arguments.
+    pub fn start_with_args(data_dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
         let mut child = Command::new(server_binary()?)
             .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
             .arg("--data-dir")
             .arg(data_dir)
+            .args(args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -119,6 +125,44 @@ impl ServerProcess {
             base: format!("http://{addr}"),
             admin_token,
         })
+    }
+
+    /// Runs the binary on `data_dir` expecting it to refuse to start: returns its exit code
+    /// and what it wrote to stderr. Fails if it is still running after `timeout` (it is then
+    /// killed).
+    pub fn refused(data_dir: &Path, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
+        let mut child = Command::new(server_binary()?)
+            .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .env("RUST_BACKTRACE", "0")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .context("spawning symphainy-server")?;
+        let mut stderr = child.stderr.take().context("server stderr")?;
+        let reader = std::thread::spawn(move || {
+            let mut text = String::new();
+            let _ = std::io::Read::read_to_string(&mut stderr, &mut text);
+            text
+        });
+        let deadline = std::time::Instant::now() + timeout;
+        let status = loop {
+            if let Some(status) = child.try_wait()? {
+                break status;
+            }
+            if std::time::Instant::now() > deadline {
+                child.kill()?;
+                child.wait()?;
+                anyhow::bail!("the server was still running after {timeout:?}: it did not refuse");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let text = reader
+            .join()
+            .map_err(|_| anyhow::anyhow!("the stderr reader panicked"))?;
+        Ok((status.code(), text))
     }
 
     /// SIGKILL, and wait for the process to be gone.

@@ -30,12 +30,13 @@ impl std::fmt::Display for FaultLocation {
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// An I/O operation failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {error}")]
     Io {
         /// What was being done.
         context: String,
-        /// The underlying error.
-        source: io::Error,
+        /// The underlying error (part of the message, so not also the error's source: an
+        /// error chain would print it twice).
+        error: io::Error,
     },
     /// The log is damaged somewhere other than a torn tail; it will not be opened for writing.
     #[error("corruption in {location}: {reason}")]
@@ -90,10 +91,10 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(context: impl Into<String>, source: io::Error) -> Self {
+    pub(crate) fn io(context: impl Into<String>, error: io::Error) -> Self {
         Self::Io {
             context: context.into(),
-            source,
+            error,
         }
     }
 }

@@ -21,17 +21,14 @@ pub enum BlobError {
     NotFound(String),
     #[error("blob {sha256} is corrupt: its bytes hash to {actual}")]
     Corrupt { sha256: String, actual: String },
-    #[error("blob store I/O ({what}): {source}")]
-    Io {
-        what: String,
-        #[source]
-        source: std::io::Error,
-    },
+    /// The I/O error is part of the message (so not also the source).
+    #[error("blob store I/O ({what}): {error}")]
+    Io { what: String, error: std::io::Error },
 }
 
 fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BlobError {
     let what = what.into();
-    move |source| BlobError::Io { what, source }
+    move |error| BlobError::Io { what, error }
 }
 
 /// Suffix of a blob being written (its name is `.<sha256>.<pid>.tmp`).
