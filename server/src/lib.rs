@@ -163,6 +163,18 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
             "removed blob temp files a crash left behind"
         );
     }
+    // Nothing writes blobs yet (sagas resume below): blobs no logged event names are what
+    // uploads cut short left.
+    let orphans = blobs.remove_unreferenced(
+        &symphainy_engine::realms::content::referenced_blobs(&state),
+        symphainy_engine::realms::content::BLOB_ORPHAN_GRACE,
+    );
+    if orphans > 0 {
+        tracing::info!(
+            blobs = orphans,
+            "removed blobs of uploads whose intent was never logged"
+        );
+    }
     let embedder: Arc<dyn Embedder> = Arc::new(FeatureHashEmbedder);
     let content = Arc::new(ContentIndex::new(embedder.clone()));
     let projections = views::Projections::start(

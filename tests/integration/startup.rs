@@ -2,7 +2,8 @@
 //! second server on a directory in use, a log damaged in its middle, a damaged snapshot. The
 //! server either refuses with one clear error (exit code 1, the fault located, the error said
 //! once) and changes nothing, or, for a snapshot, ignores it and replays the log to the same
-//! state.
+//! state. Blobs that no logged upload names (an upload cut short) are removed at start once
+//! past a grace period; every blob an execution names stays.
 
 use std::path::Path;
 use std::time::Duration;
@@ -165,5 +166,103 @@ async fn a_damaged_snapshot_is_ignored_and_the_log_replayed() {
     let admin = Client::new(&server.base, &server.admin_token);
     assert_eq!(admin.digest().await.unwrap(), (lsn, digest));
     assert_eq!(admin.tenants().await.unwrap().len(), 5);
+    assert_eq!(server.terminate().unwrap(), Some(0));
+}
+
+/// Every blob file of the data directory.
+fn blob_files(data_dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(data_dir.join("blobs"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .flat_map(|shard| {
+            std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+// Blobs of uploads cut short (stored, intent never logged) are removed at the next start once
+// older than the grace period; the blobs uploads and their steps recorded stay, documents read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blobs_no_logged_upload_names_are_removed_at_start() {
+    use symphainy_engine::realms::content::{BLOB_ORPHAN_GRACE, blob::BlobStore};
+    let dir = tempfile::tempdir().unwrap();
+    let server = ServerProcess::start(dir.path()).unwrap();
+    let admin = Client::new(&server.base, &server.admin_token);
+    admin.create_tenant("acme").await.unwrap();
+    let token = admin
+        .issue_token("acme", "alice", 3600)
+        .await
+        .unwrap()
+        .token;
+    let client = Client::new(&server.base, &token);
+    let session = client.create_session(json!({})).await.unwrap().session_id;
+    let answer = client
+        .upload(
+            &session,
+            &[(
+                "notes.md",
+                "text/markdown",
+                b"# Notes\nThe pump runs at 40 rpm.".to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    let uploaded = answer["executions"][0]["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inline = Intent::new(
+        "content.upload",
+        &session,
+        json!({"filename": "inline.txt", "text": "The valve opens at 3 bar."}),
+    );
+    let (_, submitted) = client.submit(&inline).await.unwrap();
+    for id in [&uploaded, &submitted.execution_id] {
+        let status = client
+            .wait_finished(id, Duration::from_secs(30))
+            .await
+            .unwrap();
+        assert_eq!(status.status, "completed", "{status:?}");
+    }
+    assert_eq!(server.terminate().unwrap(), Some(0));
+    let referenced = blob_files(dir.path());
+    assert!(referenced.len() >= 2, "{referenced:?}");
+
+    // Two uploads cut short: one long ago, one just now.
+    let store = BlobStore::new(dir.path().join("blobs"));
+    let old = store.put(b"stored, intent never logged").unwrap();
+    let young = store.put(b"stored a moment ago").unwrap();
+    // Every blob but the young orphan is past the grace period, the named ones included.
+    for name in referenced.iter().chain([&old]) {
+        let path = dir.path().join("blobs").join(&name[..2]).join(name);
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(std::time::SystemTime::now() - 2 * BLOB_ORPHAN_GRACE)
+            .unwrap();
+    }
+
+    let server = ServerProcess::start(dir.path()).unwrap();
+    let mut expected = referenced.clone();
+    expected.push(young.clone());
+    expected.sort();
+    assert_eq!(
+        blob_files(dir.path()),
+        expected,
+        "only the old orphan is gone"
+    );
+    let client = Client::new(&server.base, &token);
+    for id in [&uploaded, &submitted.execution_id] {
+        let document = client.document(id).await.unwrap();
+        assert_eq!(document["document_id"], id.as_str());
+    }
     assert_eq!(server.terminate().unwrap(), Some(0));
 }

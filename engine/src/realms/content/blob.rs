@@ -89,6 +89,43 @@ impl BlobStore {
         removed
     }
 
+    /// Removes the blobs `keep` does not name whose files are older than `grace`; returns
+    /// how many. For the process that owns the data directory, before it runs anything that
+    /// writes blobs (the server at start, after recovery): a blob no logged event names is
+    /// what an upload cut short left (its bytes were stored, its intent never logged). The
+    /// grace period keeps a directory whose log was lost or replaced from being emptied at once.
+    pub fn remove_unreferenced(
+        &self,
+        keep: &std::collections::BTreeSet<String>,
+        grace: std::time::Duration,
+    ) -> usize {
+        let now = std::time::SystemTime::now();
+        let mut removed = 0;
+        for shard in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
+            for entry in std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                let name = entry.file_name();
+                let Some(name) = name.to_str() else { continue };
+                if self.path(name).is_err() || keep.contains(name) {
+                    continue;
+                }
+                let old_enough = entry
+                    .metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|at| now.duration_since(at).ok())
+                    .is_some_and(|age| age >= grace);
+                if old_enough && std::fs::remove_file(entry.path()).is_ok() {
+                    removed += 1;
+                }
+            }
+        }
+        removed
+    }
+
     /// Stores `bytes` durably; returns their sha256.
     pub fn put(&self, bytes: &[u8]) -> Result<String, BlobError> {
         if bytes.len() > BLOB_BYTES_MAX {
@@ -142,6 +179,38 @@ impl BlobStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn age(store: &BlobStore, sha: &str, by: std::time::Duration) {
+        let file = std::fs::File::options()
+            .write(true)
+            .open(store.path(sha).unwrap())
+            .unwrap();
+        file.set_modified(std::time::SystemTime::now() - by)
+            .unwrap();
+    }
+
+    // Only blobs that are neither named nor young go; other files are never touched.
+    #[test]
+    fn unreferenced_blobs_past_the_grace_period_are_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = BlobStore::new(dir.path());
+        let hour = std::time::Duration::from_secs(3600);
+        let named = store.put(b"named").unwrap();
+        let orphan = store.put(b"orphan").unwrap();
+        let young = store.put(b"young orphan").unwrap();
+        age(&store, &named, 2 * hour);
+        age(&store, &orphan, 2 * hour);
+        let stranger = dir.path().join(&orphan[..2]).join("notes.txt");
+        std::fs::write(&stranger, b"not a blob").unwrap();
+        let keep = std::collections::BTreeSet::from([named.clone()]);
+
+        assert_eq!(store.remove_unreferenced(&keep, hour), 1);
+        assert!(store.contains(&named));
+        assert!(!store.contains(&orphan));
+        assert!(store.contains(&young));
+        assert!(stranger.exists());
+        assert_eq!(store.remove_unreferenced(&keep, hour), 0);
+    }
 
     #[test]
     fn put_get_and_corruption() {

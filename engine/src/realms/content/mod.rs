@@ -169,6 +169,41 @@ async fn blocking<T: Send + 'static>(
     }
 }
 
+/// How old a blob no logged event names must be before the server removes it at start
+/// ([`BlobStore::remove_unreferenced`]), one hour.
+pub const BLOB_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Every blob the content executions of `state` name: an upload's `blob_sha256`, and the
+/// `sha256` and `text_sha256` their steps recorded. Executions of every status count (a
+/// failed one's blobs are kept for audit and `check-determinism`).
+pub fn referenced_blobs(state: &crate::state::State) -> std::collections::BTreeSet<String> {
+    #[derive(Deserialize)]
+    struct Names {
+        #[serde(default)]
+        blob_sha256: Option<String>,
+        #[serde(default)]
+        sha256: Option<String>,
+        #[serde(default)]
+        text_sha256: Option<String>,
+    }
+    let mut keep = std::collections::BTreeSet::new();
+    let content = state
+        .executions
+        .values()
+        .filter(|e| &*e.realm == "content" || &*e.intent_type == "content.upload");
+    for e in content {
+        let outputs = e.steps.iter().filter_map(|s| s.output_json.as_deref());
+        for json in std::iter::once(&*e.payload_json).chain(outputs) {
+            if let Ok(names) = serde_json::from_str::<Names>(json) {
+                keep.extend(names.blob_sha256);
+                keep.extend(names.sha256);
+                keep.extend(names.text_sha256);
+            }
+        }
+    }
+    keep
+}
+
 /// The intent's payload for `content.upload`.
 #[derive(Debug, Deserialize)]
 struct UploadPayload {
