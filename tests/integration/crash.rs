@@ -17,15 +17,7 @@ use symphainy_wal::WalReader;
 async fn kill9_during_load_loses_no_acknowledged_execution() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path()).unwrap();
-    let admin = Client::new(&server.base, &server.admin_token);
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin
-        .issue_token("acme", "alice", 3600)
-        .await
-        .unwrap()
-        .token;
-    let acme = Client::new(&server.base, &token);
-    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let (_, acme, session) = server.tenant_with_session("acme").await.unwrap();
     let acked = Arc::new(Mutex::new(Vec::new()));
     let mut load = Vec::new();
     for worker in 0..16 {
@@ -55,7 +47,7 @@ async fn kill9_during_load_loses_no_acknowledged_execution() {
     assert!(acked.len() > 50, "too little load: {}", acked.len());
 
     let server = ServerProcess::start(dir.path()).unwrap();
-    let acme = Client::new(&server.base, &token);
+    let acme = Client::new(&server.base, acme.token());
     for id in &acked {
         let status = acme
             .wait_finished(id, Duration::from_secs(30))

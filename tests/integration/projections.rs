@@ -373,15 +373,7 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
 async fn corrupt_graph_directory_is_moved_aside_and_rebuilt() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path()).unwrap();
-    let admin = Client::new(&server.base, &server.admin_token);
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin
-        .issue_token("acme", "alice", 3600)
-        .await
-        .unwrap()
-        .token;
-    let acme = Client::new(&server.base, &token);
-    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let (_, acme, session) = server.tenant_with_session("acme").await.unwrap();
     let mut ids = Vec::new();
     for n in 0..20 {
         let intent = Intent::new("runtime.echo", &session, json!({"value": n, "steps": 2}));
@@ -416,7 +408,7 @@ async fn corrupt_graph_directory_is_moved_aside_and_rebuilt() {
         1,
         "the corrupt graph is kept aside for inspection"
     );
-    let acme = Client::new(&server.base, &token);
+    let acme = Client::new(&server.base, acme.token());
     for id in &ids {
         let v = acme.graph_vertex("executions", id).await.unwrap();
         assert_eq!(v["status"], "completed");

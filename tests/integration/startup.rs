@@ -32,17 +32,10 @@ fn segments(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
 
 /// A server with a tenant, a session and some finished executions; returns the admin client.
 async fn populate(server: &ServerProcess) -> Client {
-    let admin = Client::new(&server.base, &server.admin_token);
-    for n in 0..5 {
+    let (admin, client, session) = server.tenant_with_session("tenant-0").await.unwrap();
+    for n in 1..5 {
         admin.create_tenant(&format!("tenant-{n}")).await.unwrap();
     }
-    let token = admin
-        .issue_token("tenant-0", "alice", 3600)
-        .await
-        .unwrap()
-        .token;
-    let client = Client::new(&server.base, &token);
-    let session = client.create_session(json!({})).await.unwrap().session_id;
     for n in 0..10 {
         let intent = Intent::new("runtime.echo", &session, json!({"value": n, "steps": 3}));
         let finished = client.submit_and_wait(&intent, 10_000).await.unwrap();
@@ -194,15 +187,7 @@ async fn blobs_no_logged_upload_names_are_removed_at_start() {
     use symphainy_engine::realms::content::{BLOB_ORPHAN_GRACE, blob::BlobStore};
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProcess::start(dir.path()).unwrap();
-    let admin = Client::new(&server.base, &server.admin_token);
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin
-        .issue_token("acme", "alice", 3600)
-        .await
-        .unwrap()
-        .token;
-    let client = Client::new(&server.base, &token);
-    let session = client.create_session(json!({})).await.unwrap().session_id;
+    let (_, client, session) = server.tenant_with_session("acme").await.unwrap();
     let answer = client
         .upload(
             &session,
@@ -259,7 +244,7 @@ async fn blobs_no_logged_upload_names_are_removed_at_start() {
         expected,
         "only the old orphan is gone"
     );
-    let client = Client::new(&server.base, &token);
+    let client = Client::new(&server.base, client.token());
     for id in [&uploaded, &submitted.execution_id] {
         let document = client.document(id).await.unwrap();
         assert_eq!(document["document_id"], id.as_str());

@@ -87,6 +87,23 @@ pub struct ServerProcess {
 }
 
 impl ServerProcess {
+    /// The admin client, and the client of a new tenant `tenant_id` (user `alice`) with a
+    /// new session's id.
+    pub async fn tenant_with_session(
+        &self,
+        tenant_id: &str,
+    ) -> anyhow::Result<(Client, Client, String)> {
+        let admin = Client::new(&self.base, &self.admin_token);
+        admin.create_tenant(tenant_id).await?;
+        let token = admin.issue_token(tenant_id, "alice", 3600).await?.token;
+        let client = Client::new(&self.base, &token);
+        let session = client
+            .create_session(serde_json::json!({}))
+            .await?
+            .session_id;
+        Ok((admin, client, session))
+    }
+
     /// Starts the binary on `data_dir` and a free port; waits until it prints its address.
     pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
         Self::start_with_args(data_dir, &[])
