@@ -100,7 +100,7 @@ fn each_event(
 
 pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     match &cli.command {
-        Command::Verify => verify(cli),
+        Command::Verify { json } => verify(cli, *json),
         Command::Dump {
             tenant,
             session,
@@ -131,11 +131,34 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
     }
 }
 
-fn verify(cli: &Cli) -> anyhow::Result<u8> {
+fn verify(cli: &Cli, json: bool) -> anyhow::Result<u8> {
     let dir = wal_dir(&cli.data_dir)?;
     match WalReader::open_with(Arc::new(RealFs), &dir) {
         Ok(reader) => {
             let report = reader.report();
+            if json {
+                let torn = report.torn_tail.as_ref().map(|t| {
+                    json!({
+                        "segment": t.location.segment,
+                        "offset": t.location.offset,
+                        "lsn": t.location.lsn,
+                        "discarded_bytes": t.discarded_bytes,
+                        "reason": t.reason,
+                    })
+                });
+                println!(
+                    "{}",
+                    json!({
+                        "intact": true,
+                        "segments": report.segments,
+                        "records": report.records,
+                        "last_lsn": report.last_lsn,
+                        "bytes": report.bytes,
+                        "torn_tail": torn,
+                    })
+                );
+                return Ok(0);
+            }
             println!(
                 "intact: {} segment(s), {} record(s), last LSN {}, {} bytes of frames",
                 report.segments, report.records, report.last_lsn, report.bytes
@@ -149,10 +172,20 @@ fn verify(cli: &Cli) -> anyhow::Result<u8> {
             Ok(0)
         }
         Err(WalError::Corruption { location, reason }) => {
-            println!(
-                "fault: segment {} at byte offset {} (LSN {}): {reason}",
-                location.segment, location.offset, location.lsn
-            );
+            if json {
+                let fault = json!({
+                    "segment": location.segment,
+                    "offset": location.offset,
+                    "lsn": location.lsn,
+                    "reason": reason,
+                });
+                println!("{}", json!({"intact": false, "fault": fault}));
+            } else {
+                println!(
+                    "fault: segment {} at byte offset {} (LSN {}): {reason}",
+                    location.segment, location.offset, location.lsn
+                );
+            }
             Ok(1)
         }
         Err(other) => Err(anyhow::Error::new(other).context(format!("opening {}", dir.display()))),

@@ -48,9 +48,14 @@ pub enum Format {
 pub enum Command {
     /// Check every segment: checksums, LSN continuity, hash chain.
     #[command(
-        after_help = "Exit 0 when intact; 1 names the segment file, byte offset and LSN of the first fault.\n\nExample: replay-tool verify --data-dir ./symphainy-data"
+        after_help = "Exit 0 when intact; 1 names the segment file, byte offset and LSN of the first fault.\n\nExample: replay-tool verify --data-dir ./symphainy-data --json"
     )]
-    Verify,
+    Verify {
+        /// One JSON object: {"intact": true, "segments", "records", "last_lsn", "bytes",
+        /// "torn_tail"} or {"intact": false, "fault": {"segment", "offset", "lsn", "reason"}}.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print events, filtered.
     #[command(
         after_help = "Example: replay-tool dump --tenant acme --type step_failed --format table"

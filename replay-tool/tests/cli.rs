@@ -1,6 +1,7 @@
 //! replay-tool against data directories the tests create: verify catches every flipped byte
-//! and removed or swapped segments; replay equals the live digest; check-determinism catches
-//! a non-deterministic step; `show` and `dump` output is pinned by snapshots.
+//! and removed or swapped segments; replay equals the live digest (of a runtime, and of the
+//! real server through the SDK while it runs and writes); check-determinism catches a
+//! non-deterministic step; `show` and `dump` output is pinned by snapshots.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -104,6 +105,10 @@ async fn verify_catches_damage() {
     let (code, out, _) = tool(&["verify"], dir.path());
     assert_eq!(code, 0, "{out}");
     assert!(out.starts_with("intact:"), "{out}");
+    let (code, out, _) = tool(&["verify", "--json"], dir.path());
+    let report: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!((code, &report["intact"]), (0, &json!(true)));
+    assert!(report["records"].as_u64().unwrap() > 0);
     let files = segments(dir.path());
     assert!(
         files.len() >= 4,
@@ -119,10 +124,19 @@ async fn verify_catches_damage() {
             bytes[at] ^= 0x10;
             std::fs::write(file, &bytes).unwrap();
             let (code, out, _) = tool(&["verify"], dir.path());
+            let (json_code, json_out, _) = tool(&["verify", "--json"], dir.path());
             std::fs::write(file, &pristine).unwrap();
             let name = file.file_name().unwrap().to_string_lossy().to_string();
             assert_eq!(code, 1, "flip at {name}:{at} not detected: {out}");
             assert!(out.contains(&name) && out.contains("byte offset"), "{out}");
+            let fault: Value = serde_json::from_str(&json_out).unwrap();
+            assert_eq!((json_code, &fault["intact"]), (1, &json!(false)));
+            assert_eq!(fault["fault"]["segment"], name.as_str());
+            let offset = fault["fault"]["offset"].as_u64().unwrap() as usize;
+            assert!(
+                offset <= at,
+                "the fault's frame starts at or before the flip"
+            );
         }
     }
     let middle = &files[files.len() / 2];
@@ -162,6 +176,105 @@ async fn replay_equals_live_digest() {
     let prefix: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(prefix["lsn"], 5);
     assert_ne!(prefix["digest"], v["digest"]);
+}
+
+// On the directory of a real server that is running and writing: `verify` and `replay` read
+// the durable prefix while appends go on, and once the load stops, `replay` gives the digest
+// the server serves at the same LSN. The workload is mixed, through the SDK: two tenants,
+// sagas of 1 to 4 steps, an idempotent duplicate, a closed session, a revoked token, an upload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_of_a_running_server_equals_its_digest() {
+    use symphainy_sdk::Intent;
+    let dir = tempfile::tempdir().unwrap();
+    let server = symphainy_tests::ServerProcess::start(dir.path()).unwrap();
+    let (admin, acme, session) = server.tenant_with_session("acme").await.unwrap();
+    let (_, globex, other) = server.tenant_with_session("globex").await.unwrap();
+    for steps in 1..=4 {
+        let intent = Intent::new(
+            "runtime.echo",
+            &session,
+            json!({"value": steps, "steps": steps}),
+        );
+        assert!(acme.submit_and_wait(&intent, 10_000).await.unwrap().is_ok());
+    }
+    let mut keyed = Intent::new("runtime.echo", &other, json!({"value": "once", "steps": 2}));
+    keyed.idempotency_key = Some("order-7".into());
+    let (_, first) = globex.submit(&keyed).await.unwrap();
+    let (_, again) = globex.submit(&keyed).await.unwrap();
+    assert_eq!(first.execution_id, again.execution_id);
+    let closed = acme
+        .create_session(json!({"purpose": "closed"}))
+        .await
+        .unwrap();
+    acme.close_session(&closed.session_id).await.unwrap();
+    let revoked = admin.issue_token("acme", "bob", 60).await.unwrap();
+    admin.revoke_token(&revoked.token_id).await.unwrap();
+    let uploaded = acme
+        .upload(
+            &session,
+            &[(
+                "notes.txt",
+                "text/plain",
+                b"The pump runs at 40 rpm.".to_vec(),
+            )],
+        )
+        .await
+        .unwrap();
+    let upload_id = uploaded["executions"][0]["execution_id"].as_str().unwrap();
+    acme.wait_finished(upload_id, Duration::from_secs(30))
+        .await
+        .unwrap();
+
+    // Appends go on while the tool reads.
+    let load = tokio::spawn({
+        let (client, session) = (acme.clone(), session.clone());
+        async move {
+            let mut ids = Vec::new();
+            for n in 0..200 {
+                let intent = Intent::new("runtime.echo", &session, json!({"value": n, "steps": 3}));
+                ids.push(client.submit(&intent).await.unwrap().1.execution_id);
+            }
+            ids
+        }
+    });
+    let running = dir.path().to_path_buf();
+    let (verified, replayed) = tokio::task::spawn_blocking(move || {
+        (
+            tool(&["verify", "--json"], &running),
+            tool(&["replay", "--json"], &running),
+        )
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        verified.0, 0,
+        "verify while the server writes: {}",
+        verified.2
+    );
+    assert_eq!(
+        replayed.0, 0,
+        "replay while the server writes: {}",
+        replayed.2
+    );
+    let during: Value = serde_json::from_str(&replayed.1).unwrap();
+    let during_lsn = during["lsn"].as_u64().unwrap();
+
+    for id in load.await.unwrap() {
+        acme.wait_finished(&id, Duration::from_secs(30))
+            .await
+            .unwrap();
+    }
+    let (lsn, digest) = admin.digest().await.unwrap();
+    assert!(during_lsn > 0 && during_lsn <= lsn);
+    let (code, out, err) = tool(&["replay", "--json"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    let after: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (after["lsn"].as_u64(), after["digest"].as_str()),
+        (Some(lsn), Some(digest.as_str())),
+        "replay of the running server's log equals its digest"
+    );
+    assert_eq!(server.terminate().unwrap(), Some(0));
 }
 
 // A step that claims determinism but is not is caught, naming execution, step, expected and
