@@ -200,6 +200,17 @@ pub fn replay_cursor(
     cursor: &mut symphainy_wal::Cursor,
     to_lsn: Option<Lsn>,
 ) -> Result<(State, u64)> {
+    replay_cursor_with(cursor, to_lsn, &|_| true, &|_| {})
+}
+
+/// Like [`replay_cursor`], folding only the events `keep` accepts (decided on the reading
+/// thread), and telling `progress` the last LSN read after every chunk.
+pub fn replay_cursor_with(
+    cursor: &mut symphainy_wal::Cursor,
+    to_lsn: Option<Lsn>,
+    keep: &(dyn Fn(&crate::event::Event) -> bool + Sync),
+    progress: &(dyn Fn(Lsn) + Sync),
+) -> Result<(State, u64)> {
     // Two stages on two threads, in LSN order: this thread folds while a reader thread reads,
     // checks and decodes the next chunk of records. The fold sees exactly the sequence a
     // single-threaded replay would; only decoding moves.
@@ -210,7 +221,7 @@ pub fn replay_cursor(
         let reader = std::thread::Builder::new()
             .name("replay-decoder".into())
             .spawn_scoped(scope, move || {
-                decode_chunks(cursor, to_lsn, &chunks, &recycled)
+                decode_chunks(cursor, to_lsn, keep, progress, &chunks, &recycled)
             })
             .map_err(|e| Error::Replay(format!("starting the decoder thread: {e}")))?;
         let mut replayer = Replayer::default();
@@ -249,6 +260,8 @@ type DecodedChunk = Result<Vec<(Lsn, crate::event::Event)>>;
 fn decode_chunks(
     cursor: &mut symphainy_wal::Cursor,
     to_lsn: Option<Lsn>,
+    keep: &(dyn Fn(&crate::event::Event) -> bool + Sync),
+    progress: &(dyn Fn(Lsn) + Sync),
     out: &std::sync::mpsc::SyncSender<DecodedChunk>,
     recycled: &std::sync::mpsc::Receiver<Vec<(Lsn, crate::event::Event)>>,
 ) -> Result<()> {
@@ -266,11 +279,13 @@ fn decode_chunks(
         let seen = cursor.visit(limit.min(REPLAY_CHUNK_RECORDS), |lsn, meta, payload| {
             if failure.is_none() {
                 match decode_record(lsn, meta, payload) {
-                    Ok(event) => chunk.push((lsn, event)),
+                    Ok(event) if keep(&event) => chunk.push((lsn, event)),
+                    Ok(_) => {}
                     Err(e) => failure = Some(e),
                 }
             }
         })?;
+        progress(cursor.next_lsn().saturating_sub(1));
         let done = seen == 0 || failure.is_some();
         let message = match failure {
             // What decoded before the failure is folded first, as a sequential replay would.
