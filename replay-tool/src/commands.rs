@@ -323,12 +323,10 @@ fn replay(cli: &Cli, to: Option<Lsn>, tenant: Option<&str>, as_json: bool) -> an
     let keep = |event: &Event| {
         tenant.is_none_or(|t| t == event.tenant_id || event.tenant_id == SYSTEM_TENANT)
     };
-    let (state, applied) = symphainy_engine::runtime::replay_cursor_with(
-        &mut reader.cursor(1),
-        to,
-        &keep,
-        &|lsn| progress.set_position(lsn),
-    )?;
+    let (state, applied) =
+        symphainy_engine::runtime::replay_cursor_with(&mut reader.cursor(1), to, &keep, &|lsn| {
+            progress.set_position(lsn)
+        })?;
     progress.finish_and_clear();
     let state_digest = digest::digest(&state);
     if as_json {
