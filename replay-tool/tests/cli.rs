@@ -274,6 +274,20 @@ async fn replay_of_a_running_server_equals_its_digest() {
         (Some(lsn), Some(digest.as_str())),
         "replay of the running server's log equals its digest"
     );
+    // `--tenant` replays partition the log: every event is one tenant's or the node's
+    // (`_system`, in every tenant's replay).
+    let count = |args: &[&str]| -> u64 {
+        let (code, out, err) = tool(args, dir.path());
+        assert_eq!(code, 0, "{err}");
+        serde_json::from_str::<Value>(&out).unwrap()["events"]
+            .as_u64()
+            .unwrap()
+    };
+    let acme_events = count(&["replay", "--json", "--tenant", "acme"]);
+    let globex_events = count(&["replay", "--json", "--tenant", "globex"]);
+    let system_events = count(&["replay", "--json", "--tenant", "_system"]);
+    assert!(system_events > 0 && globex_events > system_events);
+    assert_eq!(acme_events + globex_events - system_events, lsn);
     assert_eq!(server.terminate().unwrap(), Some(0));
 }
 
