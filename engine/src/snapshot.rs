@@ -146,26 +146,57 @@ pub fn load_latest(dir: &Path, max_lsn: Lsn) -> Option<State> {
 }
 
 /// Recovers the state: starts from the newest valid snapshot in `snapshot_dir` (if any) and
-/// folds the rest of the log while `open` opens it. `open` must hand every record of the log
-/// to the visitor it is given (as [`symphainy_wal::Wal::open_visiting`] does). A snapshot that
-/// turns out to be ahead of the log is discarded and the log replayed from its start.
+/// folds the rest of the log. `open` must hand every record of the log to the visitor it is
+/// given (as [`symphainy_wal::Wal::open_visiting`] does). Without a snapshot, the open's one
+/// pass over the log (which verifies every frame) folds it too. With one, reading and
+/// decoding the snapshot runs on a second thread while the open verifies the log, and then
+/// the log's tail past the snapshot is folded. A snapshot that turns out to be ahead of the
+/// log, or none that is valid, means the log is replayed from its start.
 pub fn recover<L: Log>(
     snapshot_dir: Option<&Path>,
     open: impl FnOnce(&mut dyn FnMut(Lsn, symphainy_wal::RecordMeta, &[u8])) -> Result<L>,
 ) -> Result<(L, State)> {
-    let snapshot = snapshot_dir.and_then(|dir| load_latest(dir, Lsn::MAX));
-    let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.last_lsn);
-    let mut replayer = Replayer::from_state(snapshot.unwrap_or_default());
-    let log = open(&mut |lsn, meta, payload| replayer.visit(lsn, meta, payload))?;
-    if log.durable_lsn() < snapshot_lsn {
-        tracing::warn!(
-            snapshot_lsn,
-            log_lsn = log.durable_lsn(),
-            "snapshot is ahead of the log; replaying from the start"
+    let Some(dir) = snapshot_dir.filter(|dir| !list(dir).is_empty()) else {
+        let mut replayer = Replayer::default();
+        let log = open(&mut |lsn, meta, payload| replayer.visit(lsn, meta, payload))?;
+        let (state, applied) = replayer.finish()?;
+        tracing::info!(
+            applied,
+            last_lsn = state.last_lsn,
+            "state recovered from the log"
         );
+        return Ok((log, state));
+    };
+    let (log, snapshot) = std::thread::scope(|scope| {
+        let loading = std::thread::Builder::new()
+            .name("snapshot-load".into())
+            .spawn_scoped(scope, || load_latest(dir, Lsn::MAX))
+            .map_err(|e| Error::Snapshot(format!("starting the snapshot loader: {e}")))?;
+        let log = open(&mut |_, _, _| {});
+        let snapshot = loading
+            .join()
+            .map_err(|_| Error::Snapshot("the snapshot loader panicked".into()))?;
+        Ok::<_, Error>((log?, snapshot))
+    })?;
+    let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.last_lsn);
+    let Some(snapshot) = snapshot.filter(|s| s.last_lsn <= log.durable_lsn()) else {
+        if snapshot_lsn > 0 {
+            tracing::warn!(
+                snapshot_lsn,
+                log_lsn = log.durable_lsn(),
+                "snapshot is ahead of the log; replaying from the start"
+            );
+        }
         let state = crate::runtime::replay(&log)?;
         return Ok((log, state));
-    }
+    };
+    let mut replayer = Replayer::from_state(snapshot);
+    let mut cursor = log.cursor(snapshot_lsn + 1);
+    while cursor.visit(
+        crate::runtime::REPLAY_CHUNK_RECORDS,
+        |lsn, meta, payload| replayer.visit(lsn, meta, payload),
+    )? > 0
+    {}
     let (state, applied) = replayer.finish()?;
     tracing::info!(
         snapshot_lsn,
