@@ -150,16 +150,106 @@ impl<T: Niche> From<Packed<T>> for Option<T> {
     }
 }
 
-/// Formats a timestamp as RFC 3339 UTC with milliseconds.
+/// The latest timestamp RFC 3339 can write (`9999-12-31T23:59:59.999Z`: four-digit years).
+pub const RFC3339_MS_MAX: TimestampMs = 253_402_300_799_999;
+
+/// Milliseconds in a day.
+const DAY_MS: i64 = 86_400_000;
+
+/// Formats a timestamp as RFC 3339 UTC with milliseconds, `YYYY-MM-DDTHH:MM:SS.mmmZ`. A time
+/// before the epoch is written as the epoch and one after [`RFC3339_MS_MAX`] as that (a log
+/// can hold any `i64`; rendering it never fails).
 pub fn rfc3339(ms: TimestampMs) -> String {
-    let ms = u64::try_from(ms).unwrap_or(0);
-    let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms);
-    humantime::format_rfc3339_millis(time).to_string()
+    let ms = ms.clamp(0, RFC3339_MS_MAX);
+    let (year, month, day) = civil_from_days(ms / DAY_MS);
+    let of_day = ms % DAY_MS;
+    let mut text = *b"0000-00-00T00:00:00.000Z";
+    let mut put = |at: usize, width: usize, mut value: i64| {
+        for digit in text[at..at + width].iter_mut().rev() {
+            *digit = b'0' + (value % 10) as u8;
+            value /= 10;
+        }
+    };
+    put(0, 4, year);
+    put(5, 2, i64::from(month));
+    put(8, 2, i64::from(day));
+    put(11, 2, of_day / 3_600_000);
+    put(14, 2, of_day / 60_000 % 60);
+    put(17, 2, of_day / 1_000 % 60);
+    put(20, 3, of_day % 1_000);
+    // Digits and separators only: always UTF-8.
+    String::from_utf8(text.to_vec()).unwrap_or_default()
+}
+
+/// Year, month (1-12) and day (1-31) of a day counted from 1970-01-01 (the proleptic
+/// Gregorian calendar; the days-to-civil algorithm of H. Hinnant's date library notes).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z.rem_euclid(146_097);
+    let year_of_era =
+        (day_of_era - day_of_era / 1_460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 {
+        shifted_month + 3
+    } else {
+        shifted_month - 9
+    };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    (year, month as u32, day as u32)
+}
+
+/// Days from 1970-01-01 to a date (the inverse of [`civil_from_days`]).
+fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year.rem_euclid(400);
+    let shifted_month = (month + 9) % 12;
+    let day_of_year = (153 * shifted_month + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The milliseconds of a timestamp written exactly as [`rfc3339`] writes it
+/// (`YYYY-MM-DDTHH:MM:SS.mmmZ`, a real date); `None` for any other text.
+pub fn parse_canonical_rfc3339_ms(text: &str) -> Option<TimestampMs> {
+    let b = text.as_bytes();
+    if b.len() != 24 || [b[4], b[7], b[10], b[13], b[16], b[19], b[23]] != *b"--T::.Z" {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<i64> {
+        b[from..to].iter().try_fold(0i64, |n, &c| {
+            c.is_ascii_digit().then(|| n * 10 + i64::from(c - b'0'))
+        })
+    };
+    let (year, month, day) = (number(0, 4)?, number(5, 7)?, number(8, 10)?);
+    let (hour, minute, second) = (number(11, 13)?, number(14, 16)?, number(17, 19)?);
+    let milli = number(20, 23)?;
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    let real = year >= 1970
+        && (1..=12).contains(&month)
+        && (1..=month_days).contains(&day)
+        && hour < 24
+        && minute < 60
+        && second < 60;
+    let of_day = ((hour * 60 + minute) * 60 + second) * 1_000 + milli;
+    real.then(|| days_from_civil(year, month, day) * DAY_MS + of_day)
 }
 
 /// Reads an RFC 3339 UTC timestamp back into milliseconds (sub-millisecond digits are cut);
 /// `None` for anything else, or a time before the epoch.
 pub fn parse_rfc3339_ms(text: &str) -> Option<TimestampMs> {
+    if let Some(ms) = parse_canonical_rfc3339_ms(text) {
+        return Some(ms);
+    }
     let time = humantime::parse_rfc3339(text).ok()?;
     let since = time.duration_since(std::time::UNIX_EPOCH).ok()?;
     TimestampMs::try_from(since.as_millis()).ok()
@@ -277,6 +367,58 @@ mod tests {
                 bincode::serde::decode_from_slice(&theirs, config).expect("decode");
             assert_eq!(back.get(), value);
         }
+    }
+
+    fn humantime_rfc3339(ms: TimestampMs) -> String {
+        let time = std::time::UNIX_EPOCH + std::time::Duration::from_millis(ms as u64);
+        humantime::format_rfc3339_millis(time).to_string()
+    }
+
+    // Timestamps render as RFC 3339 exactly as a general formatter does, read back to the
+    // same milliseconds, out-of-range times are clamped (never a panic), and text that is not
+    // the canonical form of a real time is refused by the canonical reader.
+    #[test]
+    fn rfc3339_formats_and_reads_back() {
+        use proptest::prelude::*;
+        let edges = [
+            0,
+            1,
+            951_782_400_000,   // 2000-02-29
+            4_107_542_400_000, // 2100-02-28
+            RFC3339_MS_MAX,
+        ];
+        let check = |ms: TimestampMs| {
+            let text = rfc3339(ms);
+            assert_eq!(text, humantime_rfc3339(ms), "{ms}");
+            assert_eq!(parse_canonical_rfc3339_ms(&text), Some(ms), "{text}");
+            assert_eq!(parse_rfc3339_ms(&text), Some(ms), "{text}");
+        };
+        edges.into_iter().for_each(check);
+        proptest!(|(ms in 0..=RFC3339_MS_MAX)| check(ms));
+        assert_eq!(rfc3339(-1), "1970-01-01T00:00:00.000Z");
+        assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
+        for text in [
+            "2023-02-29T00:00:00.000Z",
+            "2023-11-14T24:13:20.123Z",
+            "2023-11-14T22:60:20.123Z",
+            "2023-13-14T22:13:20.123Z",
+            "2023-11-14T22:13:20.123+",
+            "2023-11-14 22:13:20.123Z",
+            "2023-11-14T22:13:20Z",
+            "+023-11-14T22:13:20.123Z",
+            "1969-12-31T23:59:59.999Z",
+            "2023-04-31T00:00:00.000Z",
+        ] {
+            assert_eq!(parse_canonical_rfc3339_ms(text), None, "{text}");
+        }
+        assert_eq!(
+            parse_rfc3339_ms("2023-11-14T22:13:20Z"),
+            Some(1_700_000_000_000)
+        );
+        assert_eq!(
+            parse_canonical_rfc3339_ms("2024-02-29T00:00:00.000Z"),
+            Some(1_709_164_800_000)
+        );
     }
 
     #[test]

@@ -11,15 +11,15 @@
 //! LEB128 varints; object entries are written in the map's (sorted) order.
 
 use serde_json::{Map, Number, Value};
-use symphainy_engine::id::{Id, parse_rfc3339_ms, rfc3339};
+use symphainy_engine::id::{Id, parse_canonical_rfc3339_ms, rfc3339};
 
 use crate::{Error, Result};
 
 /// First byte of every encoded document.
 pub const FORMAT: u8 = 1;
 
-/// Latest timestamp packed (9999-12-31T23:59:59.999Z): beyond it the text form is kept.
-pub const TIMESTAMP_MS_MAX: u64 = 253_402_300_799_999;
+/// Latest timestamp packed (9999-12-31T23:59:59.999Z, the latest RFC 3339 can write).
+pub const TIMESTAMP_MS_MAX: u64 = symphainy_engine::id::RFC3339_MS_MAX as u64;
 
 /// Deepest nesting [`decode`] accepts (a document deeper than this is refused, not recursed).
 /// Above serde_json's own parse limit (128), which bounds the user JSON a vertex can carry
@@ -137,14 +137,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Milliseconds of a timestamp written exactly as [`rfc3339`] writes it.
 fn timestamp_ms(s: &str) -> Option<u64> {
-    // The one shape `rfc3339` writes: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-    if s.len() != 24 || !s.ends_with('Z') || s.as_bytes()[19] != b'.' {
-        return None;
-    }
-    let ms = parse_rfc3339_ms(s)?;
-    let ms = u64::try_from(ms).ok().filter(|t| *t <= TIMESTAMP_MS_MAX)?;
-    // Packed only if unpacking gives the very same text.
-    (rfc3339(ms as i64) == s).then_some(ms)
+    // Only the one shape `rfc3339` writes, so that unpacking gives the very same text.
+    let ms = parse_canonical_rfc3339_ms(s)?;
+    u64::try_from(ms).ok().filter(|t| *t <= TIMESTAMP_MS_MAX)
 }
 
 /// The 128-bit value of a ULID in its canonical (upper-case, 26 characters) form.
