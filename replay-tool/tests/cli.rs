@@ -371,6 +371,69 @@ fn dump_jsonl_is_stable() {
     assert_eq!(filtered.lines().count(), 1);
 }
 
+// A hand-written log whose events carry times no calendar can write (before the epoch, past
+// year 9999): every reading subcommand answers (times clamped), none panics.
+#[test]
+fn out_of_range_times_are_rendered_not_fatal() {
+    use symphainy_engine::event::{Event, EventBody};
+    use symphainy_engine::id::Id;
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Wal::open(dir.path().join("wal"), Config::small_for_tests()).unwrap();
+    let session = Id(7);
+    let events = [
+        (i64::MIN, EventBody::TenantCreated),
+        (
+            i64::MAX,
+            EventBody::SessionCreated {
+                session_id: session,
+                user_id: "alice".into(),
+                context_json: "{}".into(),
+            },
+        ),
+        (
+            i64::MAX - 1,
+            EventBody::TokenIssued {
+                token_id: Id(8),
+                user_id: "alice".into(),
+                expires_at_ms: i64::MAX,
+            },
+        ),
+    ];
+    let records = events
+        .into_iter()
+        .map(|(timestamp_ms, body)| {
+            let event = Event {
+                tenant_id: "acme".into(),
+                timestamp_ms,
+                body,
+            };
+            symphainy_engine::codec::encode(&event).unwrap()
+        })
+        .collect();
+    wal.append_blocking(records).unwrap();
+    drop(wal);
+    let session = session.to_string();
+    for args in [
+        vec!["verify"],
+        vec!["dump", "--format", "jsonl"],
+        vec!["dump", "--format", "table"],
+        vec!["replay", "--json"],
+        vec!["stats", "--json"],
+        vec!["check-determinism"],
+    ] {
+        let (code, out, err) = tool(&args, dir.path());
+        assert_eq!(code, 0, "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{args:?}: {err}");
+        if args[0] == "dump" {
+            assert!(out.contains("9999-12-31T23:59:59.999Z"), "{out}");
+            assert!(out.contains("1970-01-01T00:00:00.000Z"), "{out}");
+        }
+    }
+    let (code, _, err) = tool(&["show", &session], dir.path());
+    assert!(!err.contains("panicked"), "{err}");
+    assert_ne!(code, 101, "{err}");
+}
+
 // rebuild-projections builds the graph view (equal to a library rebuild, and again equal when
 // run twice) and the Redis state surface (matching the engine's views of the replayed log);
 // a graph directory in use by another process is refused with exit 2.
