@@ -650,3 +650,106 @@ impl Reasoner for SharedReasoner {
         self.0.reason(question, facts)
     }
 }
+
+/// Arbitrary files through parse, chunk and fact extraction: never a panic, and every span
+/// any of them reports lies inside the text, on character boundaries.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::{chunk, facts, parse};
+    use parse::Format;
+
+    fn check_span(text: &str, (start, end): (usize, usize), what: &str) {
+        assert!(
+            start <= end && end <= text.len(),
+            "{what} span {start}..{end} outside a text of {} bytes",
+            text.len()
+        );
+        assert!(
+            text.is_char_boundary(start) && text.is_char_boundary(end),
+            "{what} span {start}..{end} splits a character"
+        );
+    }
+
+    fn run(format: Format, bytes: &[u8]) {
+        let Ok(parsed) = parse::parse(format, bytes) else {
+            return;
+        };
+        let text = parsed.text.as_str();
+        parsed
+            .title
+            .iter()
+            .for_each(|s| check_span(text, *s, "title"));
+        for heading in &parsed.headings {
+            check_span(text, heading.span, "heading");
+        }
+        for s in parsed.csv_columns.iter().chain(&parsed.csv_rows_span) {
+            check_span(text, *s, "csv");
+        }
+        for s in &parsed.json_keys {
+            check_span(text, *s, "json key");
+        }
+        let chunks = chunk::chunk(text);
+        for s in &chunks {
+            check_span(text, *s, "chunk");
+        }
+        for fact in facts::extract("doc", &parsed, &chunks) {
+            check_span(text, (fact.span[0], fact.span[1]), &fact.kind);
+        }
+    }
+
+    /// Text made of the characters the parsers look for, plus multi-byte ones.
+    fn structured() -> impl Strategy<Value = String> {
+        let piece = prop_oneof![
+            Just("#".to_string()),
+            Just("## ".to_string()),
+            Just("\n".to_string()),
+            Just("\r\n".to_string()),
+            Just(",".to_string()),
+            Just("\"".to_string()),
+            Just(":".to_string()),
+            Just("{".to_string()),
+            Just("}".to_string()),
+            Just("[".to_string()),
+            Just("]".to_string()),
+            Just("<title>".to_string()),
+            Just("<h1>".to_string()),
+            Just("</h1>".to_string()),
+            Just("<".to_string()),
+            Just(">".to_string()),
+            Just("&amp;".to_string()),
+            Just("&#x1F600;".to_string()),
+            Just("&".to_string()),
+            Just(";".to_string()),
+            Just("é".to_string()),
+            Just("😀".to_string()),
+            Just("\u{a0}".to_string()),
+            Just("Total: 42".to_string()),
+            "[a-z ]{1,12}",
+            "[0-9.]{1,6}",
+        ];
+        prop::collection::vec(piece, 0..80).prop_map(|pieces| pieces.concat())
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn structured_text_in_every_text_format(text in structured()) {
+            for format in [Format::Txt, Format::Md, Format::Csv, Format::Json, Format::Html] {
+                run(format, text.as_bytes());
+            }
+        }
+
+        #[test]
+        fn arbitrary_bytes_in_every_format(bytes in prop::collection::vec(any::<u8>(), 0..600)) {
+            for format in [Format::Txt, Format::Md, Format::Csv, Format::Json, Format::Html] {
+                run(format, &bytes);
+            }
+            let mut pdf = b"%PDF-1.4\n".to_vec();
+            pdf.extend_from_slice(&bytes);
+            run(Format::Pdf, &pdf);
+        }
+    }
+}

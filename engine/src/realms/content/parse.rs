@@ -400,10 +400,11 @@ fn parse_html(html: &str) -> Parsed {
     let bytes = html.as_bytes();
     while i < bytes.len() {
         if bytes[i] == b'<' {
-            let end = html[i..].find('>').map_or(html.len(), |k| i + k + 1);
-            let tag = html[i + 1..end.saturating_sub(1).max(i + 1)]
-                .trim()
-                .to_ascii_lowercase();
+            // The tag runs to its `>`, or to the end of a file that never closes it.
+            let (body_end, end) = html[i..]
+                .find('>')
+                .map_or((html.len(), html.len()), |k| (i + k, i + k + 1));
+            let tag = html[i + 1..body_end].trim().to_ascii_lowercase();
             let closing = tag.starts_with('/');
             let name: String = tag
                 .trim_start_matches('/')
