@@ -17,6 +17,13 @@ fn config() -> bincode::config::Configuration {
     bincode::config::standard()
 }
 
+/// Most bytes one event may claim while it is decoded (its strings and lists together): four
+/// times the log's default record limit (16 MiB). A record whose lengths claim more (a
+/// hand-written or damaged log whose checksums were recomputed) is refused as undecodable
+/// instead of making the decoder allocate what it claims: a 9-byte length prefix can claim
+/// terabytes, and a failed allocation aborts the process.
+pub const EVENT_CLAIM_BYTES_MAX: usize = 64 * 1024 * 1024;
+
 /// Encodes an event into a WAL record.
 pub fn encode(event: &Event) -> Result<Record> {
     let payload = bincode::serde::encode_to_vec(event, config())
@@ -38,7 +45,8 @@ pub fn decode(meta: RecordMeta, payload: &[u8]) -> Result<Event> {
     }
     let event: Event = match meta.schema_version {
         v1::SCHEMA_VERSION => {
-            let (event, used) = bincode::decode_from_slice(payload, config())
+            let limited = config().with_limit::<EVENT_CLAIM_BYTES_MAX>();
+            let (event, used) = bincode::decode_from_slice(payload, limited)
                 .map_err(|e| Error::Codec(format!("decoding a v1 event: {e}")))?;
             if used != payload.len() {
                 return Err(Error::Codec("trailing bytes after an event".into()));
@@ -283,6 +291,41 @@ mod tests {
                 }
             ),
         ]
+    }
+
+    // Lengths that claim more than an event may hold are refused, not allocated (this
+    // aborted the process with a failed allocation of 1 TiB before the claim limit).
+    #[test]
+    fn huge_claimed_lengths_are_refused() {
+        let meta = |record_type| RecordMeta {
+            codec: CODEC_BINCODE2,
+            record_type,
+            schema_version: v1::SCHEMA_VERSION,
+        };
+        // A tenant id claiming 2^40 bytes (varint marker 0xFD, then a u64).
+        let mut payload = vec![0xFD];
+        payload.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        payload.extend_from_slice(b"acme");
+        assert!(decode(meta(EventType::TenantCreated as u8), &payload).is_err());
+        // A capability whose intent type list claims 2^62 entries.
+        let mut payload = vec![4, b'a', b'c', b'm', b'e', 0, 5, 1, b'n', 1, b'r', 1];
+        payload.push(0xFD);
+        payload.extend_from_slice(&(1u64 << 62).to_le_bytes());
+        assert!(decode(meta(EventType::CapabilityRegistered as u8), &payload).is_err());
+        // Just under the limit, a legitimate large event still decodes.
+        let event = Event {
+            tenant_id: "acme".into(),
+            timestamp_ms: 1,
+            body: EventBody::SagaCompleted {
+                execution_id: Id(1),
+                result_json: "x".repeat(EVENT_CLAIM_BYTES_MAX / 2),
+            },
+        };
+        let record = encode(&event).expect("encodable");
+        assert_eq!(
+            decode(record.meta, &record.payload).expect("decodable"),
+            event
+        );
     }
 
     // The body strategy covers every event type (a new type must be added to it).
