@@ -328,6 +328,25 @@ mod tests {
         );
     }
 
+    proptest! {
+        // Any bytes under any event type decode to an event or an error; never a panic or an
+        // allocation of what a length claims.
+        #[test]
+        fn arbitrary_payloads_never_panic(
+            record_type in 0u8..20,
+            payload in prop::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let meta = RecordMeta {
+                codec: CODEC_BINCODE2,
+                record_type,
+                schema_version: v1::SCHEMA_VERSION,
+            };
+            if let Ok(event) = decode(meta, &payload) {
+                prop_assert_eq!(event.body.event_type() as u8, record_type);
+            }
+        }
+    }
+
     // The body strategy covers every event type (a new type must be added to it).
     #[test]
     fn the_strategy_covers_every_event_type() {
