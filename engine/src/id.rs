@@ -395,6 +395,13 @@ mod tests {
         };
         edges.into_iter().for_each(check);
         proptest!(|(ms in 0..=RFC3339_MS_MAX)| check(ms));
+        // Whatever the canonical reader accepts is written back identically (the graph's
+        // compact form stores accepted texts as milliseconds).
+        proptest!(|(text in "(19[7-9][0-9]|[2-9][0-9]{3})-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9]\\.[0-9]{3}Z")| {
+            if let Some(ms) = parse_canonical_rfc3339_ms(&text) {
+                prop_assert_eq!(rfc3339(ms), text);
+            }
+        });
         assert_eq!(rfc3339(-1), "1970-01-01T00:00:00.000Z");
         assert_eq!(rfc3339(i64::MAX), "9999-12-31T23:59:59.999Z");
         for text in [
