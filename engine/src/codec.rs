@@ -160,137 +160,20 @@ mod tests {
             )
     }
 
+    fn values() -> crate::arbitrary::Values {
+        crate::arbitrary::Values {
+            id: id().boxed(),
+            small: small().boxed(),
+            number: number().boxed(),
+            time: any::<i64>().boxed(),
+            text: text().boxed(),
+            spec: capability().boxed(),
+        }
+    }
+
     /// Every body, with values at the edges of their encodings.
-    fn body() -> impl Strategy<Value = EventBody> {
-        prop_oneof![
-            Just(EventBody::TenantCreated),
-            (id(), text(), any::<i64>()).prop_map(|(token_id, user_id, expires_at_ms)| {
-                EventBody::TokenIssued {
-                    token_id,
-                    user_id,
-                    expires_at_ms,
-                }
-            }),
-            id().prop_map(|token_id| EventBody::TokenRevoked { token_id }),
-            (id(), text(), text()).prop_map(|(session_id, user_id, context_json)| {
-                EventBody::SessionCreated {
-                    session_id,
-                    user_id,
-                    context_json,
-                }
-            }),
-            id().prop_map(|session_id| EventBody::SessionClosed { session_id }),
-            capability().prop_map(|spec| EventBody::CapabilityRegistered { spec }),
-            (
-                (id(), id(), id()),
-                (text(), text(), text(), prop::option::of(text()))
-            )
-                .prop_map(
-                    |(
-                        (session_id, intent_id, execution_id),
-                        (intent_type, realm, payload_json, idempotency_key),
-                    )| EventBody::IntentReceived {
-                        session_id,
-                        intent_id,
-                        execution_id,
-                        intent_type,
-                        realm,
-                        payload_json,
-                        idempotency_key,
-                    }
-                ),
-            (id(), text(), small(), small()).prop_map(
-                |(execution_id, capability, capability_version, step_count)| {
-                    EventBody::SagaStarted {
-                        execution_id,
-                        capability,
-                        capability_version,
-                        step_count,
-                    }
-                }
-            ),
-            (id(), small(), small()).prop_map(|(execution_id, step_index, attempt)| {
-                EventBody::StepStarted {
-                    execution_id,
-                    step_index,
-                    attempt,
-                }
-            }),
-            (id(), small(), small(), text(), number()).prop_map(
-                |(execution_id, step_index, attempt, output_json, duration_ms)| {
-                    EventBody::StepCompleted {
-                        execution_id,
-                        step_index,
-                        attempt,
-                        output_json,
-                        duration_ms,
-                    }
-                }
-            ),
-            (
-                (id(), small(), small()),
-                (text(), text(), any::<bool>(), number())
-            )
-                .prop_map(
-                    |(
-                        (execution_id, step_index, attempt),
-                        (code, message, retryable, duration_ms),
-                    )| {
-                        EventBody::StepFailed {
-                            execution_id,
-                            step_index,
-                            attempt,
-                            code,
-                            message,
-                            retryable,
-                            duration_ms,
-                        }
-                    }
-                ),
-            (id(), small(), small(), number()).prop_map(
-                |(execution_id, step_index, next_attempt, delay_ms)| {
-                    EventBody::StepRetryScheduled {
-                        execution_id,
-                        step_index,
-                        next_attempt,
-                        delay_ms,
-                    }
-                }
-            ),
-            (id(), small()).prop_map(|(execution_id, failed_step_index)| {
-                EventBody::CompensationStarted {
-                    execution_id,
-                    failed_step_index,
-                }
-            }),
-            (id(), small(), number()).prop_map(|(execution_id, step_index, duration_ms)| {
-                EventBody::StepCompensated {
-                    execution_id,
-                    step_index,
-                    duration_ms,
-                }
-            }),
-            (id(), text()).prop_map(|(execution_id, result_json)| EventBody::SagaCompleted {
-                execution_id,
-                result_json,
-            }),
-            (id(), text(), text(), prop::option::of(text())).prop_map(
-                |(execution_id, code, message, step)| EventBody::SagaFailed {
-                    execution_id,
-                    code,
-                    message,
-                    step,
-                }
-            ),
-            (id(), text(), text(), prop::option::of(text())).prop_map(
-                |(execution_id, code, message, step)| EventBody::SagaCompensated {
-                    execution_id,
-                    code,
-                    message,
-                    step,
-                }
-            ),
-        ]
+    fn body() -> BoxedStrategy<EventBody> {
+        values().body()
     }
 
     // Lengths that claim more than an event may hold are refused, not allocated (this

@@ -14,6 +14,8 @@
 )]
 
 pub mod agents;
+#[cfg(test)]
+mod arbitrary;
 pub mod builtin;
 pub mod codec;
 pub mod digest;

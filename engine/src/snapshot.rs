@@ -132,12 +132,18 @@ pub fn read(path: &Path) -> Result<State> {
 /// The newest valid snapshot whose LSN is at most `max_lsn`; damaged ones are skipped with a
 /// warning.
 pub fn load_latest(dir: &Path, max_lsn: Lsn) -> Option<State> {
-    for (lsn, path) in list(dir).into_iter().rev() {
+    newest_valid(&list(dir), max_lsn)
+}
+
+/// The newest valid snapshot of `snapshots` (listed oldest first) at most at `max_lsn`.
+fn newest_valid(snapshots: &[(Lsn, PathBuf)], max_lsn: Lsn) -> Option<State> {
+    for (lsn, path) in snapshots.iter().rev() {
+        let (lsn, path) = (*lsn, path.as_path());
         if lsn > max_lsn {
             tracing::warn!(path = %path.display(), lsn, max_lsn, "snapshot is ahead of the log; ignored");
             continue;
         }
-        match read(&path) {
+        match read(path) {
             Ok(state) => return Some(state),
             Err(e) => tracing::warn!(error = %e, "ignoring a damaged snapshot"),
         }
@@ -150,13 +156,15 @@ pub fn load_latest(dir: &Path, max_lsn: Lsn) -> Option<State> {
 /// given (as [`symphainy_wal::Wal::open_visiting`] does). Without a snapshot, the open's one
 /// pass over the log (which verifies every frame) folds it too. With one, reading and
 /// decoding the snapshot runs on a second thread while the open verifies the log, and then
-/// the log's tail past the snapshot is folded. A snapshot that turns out to be ahead of the
-/// log, or none that is valid, means the log is replayed from its start.
+/// the log's tail past the snapshot is folded. When the newest valid snapshot turns out to be
+/// ahead of the log, an older one within the log is used; with none, the log is replayed from
+/// its start.
 pub fn recover<L: Log>(
     snapshot_dir: Option<&Path>,
     open: impl FnOnce(&mut dyn FnMut(Lsn, symphainy_wal::RecordMeta, &[u8])) -> Result<L>,
 ) -> Result<(L, State)> {
-    let Some(dir) = snapshot_dir.filter(|dir| !list(dir).is_empty()) else {
+    let snapshots = snapshot_dir.map(list).unwrap_or_default();
+    if snapshots.is_empty() {
         let mut replayer = Replayer::default();
         let log = open(&mut |lsn, meta, payload| replayer.visit(lsn, meta, payload))?;
         let (state, applied) = replayer.finish()?;
@@ -166,11 +174,11 @@ pub fn recover<L: Log>(
             "state recovered from the log"
         );
         return Ok((log, state));
-    };
+    }
     let (log, snapshot) = std::thread::scope(|scope| {
         let loading = std::thread::Builder::new()
             .name("snapshot-load".into())
-            .spawn_scoped(scope, || load_latest(dir, Lsn::MAX))
+            .spawn_scoped(scope, || newest_valid(&snapshots, Lsn::MAX))
             .map_err(|e| Error::Snapshot(format!("starting the snapshot loader: {e}")))?;
         let log = open(&mut |_, _, _| {});
         let snapshot = loading
@@ -178,18 +186,23 @@ pub fn recover<L: Log>(
             .map_err(|_| Error::Snapshot("the snapshot loader panicked".into()))?;
         Ok::<_, Error>((log?, snapshot))
     })?;
-    let snapshot_lsn = snapshot.as_ref().map_or(0, |s| s.last_lsn);
-    let Some(snapshot) = snapshot.filter(|s| s.last_lsn <= log.durable_lsn()) else {
-        if snapshot_lsn > 0 {
+    let durable = log.durable_lsn();
+    let snapshot = match snapshot {
+        Some(s) if s.last_lsn > durable => {
             tracing::warn!(
-                snapshot_lsn,
-                log_lsn = log.durable_lsn(),
-                "snapshot is ahead of the log; replaying from the start"
+                snapshot_lsn = s.last_lsn,
+                log_lsn = durable,
+                "snapshot is ahead of the log; looking for an older one"
             );
+            newest_valid(&snapshots, durable)
         }
+        other => other,
+    };
+    let Some(snapshot) = snapshot else {
         let state = crate::runtime::replay(&log)?;
         return Ok((log, state));
     };
+    let snapshot_lsn = snapshot.last_lsn;
     let mut replayer = Replayer::from_state(snapshot);
     let mut cursor = log.cursor(snapshot_lsn + 1);
     while cursor.visit(

@@ -650,152 +650,33 @@ mod tests {
 
     use proptest::prelude::*;
 
-    use crate::event::{CapabilitySpec, StepSpec};
+    use crate::arbitrary::{Values, spec};
 
-    /// Events over a handful of ids, tenants and steps, so that a random sequence reaches
-    /// existing sessions and executions in every state (not only rejections).
+    /// Events over a handful of ids, tenants, names and steps, so that a random sequence
+    /// reaches existing sessions and executions in every state (not only rejections).
     fn event() -> impl Strategy<Value = Event> {
-        let id = || (0u128..4).prop_map(Id);
-        let small = || prop_oneof![8 => 0u32..3, 1 => Just(3u32), 1 => Just(u32::MAX)];
-        let text = || prop_oneof![Just(String::new()), "[a-z]{1,3}"];
-        let body = prop_oneof![
-            Just(EventBody::TenantCreated),
-            (id(), text(), any::<i64>()).prop_map(|(token_id, user_id, expires_at_ms)| {
-                EventBody::TokenIssued {
-                    token_id,
-                    user_id,
-                    expires_at_ms,
-                }
-            }),
-            id().prop_map(|token_id| EventBody::TokenRevoked { token_id }),
-            (id(), text()).prop_map(|(session_id, user_id)| EventBody::SessionCreated {
-                session_id,
-                user_id,
-                context_json: "{}".into(),
-            }),
-            id().prop_map(|session_id| EventBody::SessionClosed { session_id }),
-            (0usize..4, small()).prop_map(|(steps, version)| EventBody::CapabilityRegistered {
-                spec: CapabilitySpec {
-                    name: "cap".into(),
-                    realm: "r".into(),
-                    version,
-                    intent_types: vec!["t".into()],
-                    inputs: vec![],
-                    outputs: vec![],
-                    deterministic: true,
-                    steps: (0..steps)
-                        .map(|i| StepSpec {
-                            name: format!("s{i}"),
-                            deterministic: true,
-                            max_attempts: 3,
-                            timeout_ms: 10,
-                            backoff_base_ms: 1,
-                        })
-                        .collect(),
-                },
-            }),
-            (id(), id(), prop::option::of(text())).prop_map(|(session_id, execution_id, key)| {
-                EventBody::IntentReceived {
-                    session_id,
-                    intent_id: execution_id,
-                    execution_id,
-                    intent_type: "t".into(),
-                    realm: "r".into(),
-                    payload_json: "{}".into(),
-                    idempotency_key: key,
-                }
-            }),
-            (id(), small(), small()).prop_map(|(execution_id, capability_version, step_count)| {
-                EventBody::SagaStarted {
-                    execution_id,
-                    capability: "cap".into(),
-                    capability_version,
-                    step_count,
-                }
-            }),
-            (id(), small(), small()).prop_map(|(execution_id, step_index, attempt)| {
-                EventBody::StepStarted {
-                    execution_id,
-                    step_index,
-                    attempt,
-                }
-            }),
-            (id(), small(), small(), any::<u64>()).prop_map(
-                |(execution_id, step_index, attempt, duration_ms)| EventBody::StepCompleted {
-                    execution_id,
-                    step_index,
-                    attempt,
-                    output_json: "1".into(),
-                    duration_ms,
-                }
-            ),
-            (id(), small(), small(), any::<bool>(), any::<u64>()).prop_map(
-                |(execution_id, step_index, attempt, retryable, duration_ms)| {
-                    EventBody::StepFailed {
-                        execution_id,
-                        step_index,
-                        attempt,
-                        code: "c".into(),
-                        message: "m".into(),
-                        retryable,
-                        duration_ms,
-                    }
-                }
-            ),
-            (id(), small(), small(), any::<u64>()).prop_map(
-                |(execution_id, step_index, next_attempt, delay_ms)| {
-                    EventBody::StepRetryScheduled {
-                        execution_id,
-                        step_index,
-                        next_attempt,
-                        delay_ms,
-                    }
-                }
-            ),
-            (id(), small()).prop_map(|(execution_id, failed_step_index)| {
-                EventBody::CompensationStarted {
-                    execution_id,
-                    failed_step_index,
-                }
-            }),
-            (id(), small(), any::<u64>()).prop_map(|(execution_id, step_index, duration_ms)| {
-                EventBody::StepCompensated {
-                    execution_id,
-                    step_index,
-                    duration_ms,
-                }
-            }),
-            id().prop_map(|execution_id| EventBody::SagaCompleted {
-                execution_id,
-                result_json: "1".into(),
-            }),
-            (id(), prop::option::of(text())).prop_map(|(execution_id, step)| {
-                EventBody::SagaFailed {
-                    execution_id,
-                    code: "c".into(),
-                    message: "m".into(),
-                    step,
-                }
-            }),
-            (id(), prop::option::of(text())).prop_map(|(execution_id, step)| {
-                EventBody::SagaCompensated {
-                    execution_id,
-                    code: "c".into(),
-                    message: "m".into(),
-                    step,
-                }
-            }),
-        ];
+        let small = prop_oneof![8 => 0u32..3, 1 => Just(3u32), 1 => Just(u32::MAX)];
+        let values = Values {
+            id: (0u128..4).prop_map(Id).boxed(),
+            small: small.clone().boxed(),
+            number: any::<u64>().boxed(),
+            time: prop_oneof![Just(i64::MIN), Just(i64::MAX), 0i64..1_000].boxed(),
+            text: prop_oneof![Just("t".to_string()), Just("cap".to_string()), "[a-z]{0,2}"].boxed(),
+            spec: (small, 0usize..4)
+                .prop_map(|(version, steps)| spec("cap", version, steps))
+                .boxed(),
+        };
         let tenant = prop_oneof![
             8 => Just("acme".to_string()),
             1 => Just("globex".to_string()),
             1 => Just(SYSTEM_TENANT.to_string()),
         ];
-        let at = prop_oneof![Just(i64::MIN), Just(i64::MAX), 0i64..1_000];
-        (tenant, at, body).prop_map(|(tenant_id, timestamp_ms, body)| Event {
-            tenant_id,
-            timestamp_ms,
-            body,
+        (tenant, values.time.clone(), values.body()).prop_map(|(tenant_id, timestamp_ms, body)| {
+            Event {
+                tenant_id,
+                timestamp_ms,
+                body,
+            }
         })
     }
 
@@ -813,29 +694,10 @@ mod tests {
                 timestamp_ms: 1,
                 body,
             };
-            let mut spec = CapabilitySpec {
-                name: "cap".into(),
-                realm: "r".into(),
-                version: 1,
-                intent_types: vec!["t".into()],
-                inputs: vec![],
-                outputs: vec![],
-                deterministic: true,
-                steps: vec![],
-            };
-            spec.steps = (0..3)
-                .map(|i| StepSpec {
-                    name: format!("s{i}"),
-                    deterministic: true,
-                    max_attempts: 3,
-                    timeout_ms: 10,
-                    backoff_base_ms: 1,
-                })
-                .collect();
             let setup = [
                 fitting("acme", EventBody::TenantCreated),
                 fitting("globex", EventBody::TenantCreated),
-                fitting(SYSTEM_TENANT, EventBody::CapabilityRegistered { spec }),
+                fitting(SYSTEM_TENANT, EventBody::CapabilityRegistered { spec: spec("cap", 1, 3) }),
                 fitting("acme", EventBody::SessionCreated {
                     session_id: Id(0),
                     user_id: "u".into(),

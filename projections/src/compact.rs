@@ -137,9 +137,9 @@ fn put_str(out: &mut Vec<u8>, s: &str) {
 
 /// Milliseconds of a timestamp written exactly as [`rfc3339`] writes it.
 fn timestamp_ms(s: &str) -> Option<u64> {
-    // Only the one shape `rfc3339` writes, so that unpacking gives the very same text.
-    let ms = parse_canonical_rfc3339_ms(s)?;
-    u64::try_from(ms).ok().filter(|t| *t <= TIMESTAMP_MS_MAX)
+    // Only the one shape `rfc3339` writes, so that unpacking gives the very same text (the
+    // reader accepts years 1970 to 9999 only: within 0..=TIMESTAMP_MS_MAX).
+    u64::try_from(parse_canonical_rfc3339_ms(s)?).ok()
 }
 
 /// The 128-bit value of a ULID in its canonical (upper-case, 26 characters) form.

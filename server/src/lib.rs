@@ -154,25 +154,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     });
     let clock = Arc::new(SystemClock);
     let blobs = BlobStore::new(data_dir.join("blobs"));
-    // This process holds the log's lock, so no other writes blobs here: temp files are
-    // what a crash cut short.
-    let leftovers = blobs.remove_leftovers();
-    if leftovers > 0 {
-        tracing::info!(
-            files = leftovers,
-            "removed blob temp files a crash left behind"
-        );
-    }
-    // Nothing writes blobs yet (sagas resume below): blobs no logged event names are what
-    // uploads cut short left.
-    let orphans = blobs.remove_unreferenced(
+    // This process holds the log's lock and nothing writes blobs yet (sagas resume below):
+    // temp files are writes a crash cut short, blobs no logged event names uploads cut short.
+    let swept = blobs.sweep(
         &symphainy_engine::realms::content::referenced_blobs(&state),
         symphainy_engine::realms::content::BLOB_ORPHAN_GRACE,
     );
-    if orphans > 0 {
+    if swept != Default::default() {
         tracing::info!(
-            blobs = orphans,
-            "removed blobs of uploads whose intent was never logged"
+            temp_files = swept.temp_files,
+            unreferenced_blobs = swept.unreferenced,
+            "removed blob files nothing will read (writes or uploads a crash cut short)"
         );
     }
     let embedder: Arc<dyn Embedder> = Arc::new(FeatureHashEmbedder);

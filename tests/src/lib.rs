@@ -50,11 +50,27 @@ impl TestServer {
 
     /// Creates a tenant and returns a client with a token of its user `alice`.
     pub async fn tenant(&self, tenant_id: &str) -> anyhow::Result<Client> {
-        let admin = self.admin();
-        admin.create_tenant(tenant_id).await?;
-        let token = admin.issue_token(tenant_id, "alice", 3600).await?;
-        Ok(Client::new(&self.base, &token.token))
+        new_tenant(&self.admin(), &self.base, tenant_id).await
     }
+}
+
+/// Creates `tenant_id` through `admin` and returns a client of `base` with a token of its
+/// user `alice`.
+async fn new_tenant(admin: &Client, base: &str, tenant_id: &str) -> anyhow::Result<Client> {
+    admin.create_tenant(tenant_id).await?;
+    let token = admin.issue_token(tenant_id, "alice", 3600).await?;
+    Ok(Client::new(base, &token.token))
+}
+
+/// The server binary on `data_dir` and a free port, with text logs at `warn`.
+fn server_command(data_dir: &Path) -> anyhow::Result<Command> {
+    let mut command = Command::new(server_binary()?);
+    command
+        .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("RUST_LOG", "warn");
+    Ok(command)
 }
 
 /// The server binary: `SYMPHAINY_SERVER_BIN` when set, else this package's `test-server`
@@ -94,9 +110,7 @@ impl ServerProcess {
         tenant_id: &str,
     ) -> anyhow::Result<(Client, Client, String)> {
         let admin = Client::new(&self.base, &self.admin_token);
-        admin.create_tenant(tenant_id).await?;
-        let token = admin.issue_token(tenant_id, "alice", 3600).await?.token;
-        let client = Client::new(&self.base, &token);
+        let client = new_tenant(&admin, &self.base, tenant_id).await?;
         let session = client
             .create_session(serde_json::json!({}))
             .await?
@@ -111,12 +125,8 @@ impl ServerProcess {
 
     /// Like [`ServerProcess::start`], with more command-line arguments.
     pub fn start_with_args(data_dir: &Path, args: &[&str]) -> anyhow::Result<Self> {
-        let mut child = Command::new(server_binary()?)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
-            .arg("--data-dir")
-            .arg(data_dir)
+        let mut child = server_command(data_dir)?
             .args(args)
-            .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
@@ -148,11 +158,7 @@ impl ServerProcess {
     /// and what it wrote to stderr. Fails if it is still running after `timeout` (it is then
     /// killed).
     pub fn refused(data_dir: &Path, timeout: Duration) -> anyhow::Result<(Option<i32>, String)> {
-        let mut child = Command::new(server_binary()?)
-            .args(["--listen", "127.0.0.1:0", "--log-format", "text"])
-            .arg("--data-dir")
-            .arg(data_dir)
-            .env("RUST_LOG", "warn")
+        let mut child = server_command(data_dir)?
             .env("RUST_BACKTRACE", "0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped())

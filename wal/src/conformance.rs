@@ -1,8 +1,8 @@
 //! The conformance suite every [`Log`] backend must pass. Backends' tests call [`run_all`]
 //! with a fresh, empty log.
 //!
-//! It is test code shipped in the library so every backend crate can run it: it panics on
-//! the first failed check, like any test.
+//! It is test code, built only for tests and with the `testing` feature (so every backend
+//! crate's tests can run it): it panics on the first failed check, like any test.
 #![allow(clippy::expect_used, clippy::panic)]
 
 use crate::{Log, Lsn, Record, RecordMeta};

@@ -16,6 +16,7 @@
 
 mod catalog;
 pub mod config;
+#[cfg(any(test, feature = "testing"))]
 pub mod conformance;
 mod error;
 pub mod format;

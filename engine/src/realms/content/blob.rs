@@ -4,6 +4,7 @@
 //! durable. Blobs are immutable; writing one twice is a no-op.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
@@ -39,6 +40,15 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// What [`BlobStore::sweep`] removed.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Swept {
+    /// Temp files of writes a crash cut short.
+    pub temp_files: usize,
+    /// Blobs no logged event names.
+    pub unreferenced: usize,
+}
+
 /// The store.
 #[derive(Debug, Clone)]
 pub struct BlobStore {
@@ -65,42 +75,16 @@ impl BlobStore {
         Ok(self.dir.join(&sha256[..2]).join(sha256))
     }
 
-    /// Removes the temp files of writes a crash cut short; returns how many. Only for the
-    /// process that owns the data directory (the server, at start): another process's write
-    /// in progress would look the same.
-    pub fn remove_leftovers(&self) -> usize {
-        let mut removed = 0;
-        for shard in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
-            for entry in std::fs::read_dir(shard.path())
-                .into_iter()
-                .flatten()
-                .flatten()
-            {
-                let name = entry.file_name();
-                let name = name.to_string_lossy();
-                if name.starts_with('.')
-                    && name.ends_with(TEMP_SUFFIX)
-                    && std::fs::remove_file(entry.path()).is_ok()
-                {
-                    removed += 1;
-                }
-            }
-        }
-        removed
-    }
-
-    /// Removes the blobs `keep` does not name whose files are older than `grace`; returns
-    /// how many. For the process that owns the data directory, before it runs anything that
-    /// writes blobs (the server at start, after recovery): a blob no logged event names is
-    /// what an upload cut short left (its bytes were stored, its intent never logged). The
-    /// grace period keeps a directory whose log was lost or replaced from being emptied at once.
-    pub fn remove_unreferenced(
-        &self,
-        keep: &std::collections::BTreeSet<String>,
-        grace: std::time::Duration,
-    ) -> usize {
+    /// Removes, in one pass over the store, what nothing will read: the temp files of writes
+    /// a crash cut short, and the blobs `keep` does not name whose files are older than
+    /// `grace` (what an upload cut short left: its bytes stored, its intent never logged; the
+    /// grace keeps a directory whose log was lost or replaced from being emptied at once).
+    /// Only for the process that owns the data directory, before it runs anything that writes
+    /// blobs (the server at start, after recovery): another process's write in progress, or
+    /// an upload's blob before its intent is logged, would look the same.
+    pub fn sweep(&self, keep: &std::collections::BTreeSet<String>, grace: Duration) -> Swept {
         let now = std::time::SystemTime::now();
-        let mut removed = 0;
+        let mut swept = Swept::default();
         for shard in std::fs::read_dir(&self.dir).into_iter().flatten().flatten() {
             for entry in std::fs::read_dir(shard.path())
                 .into_iter()
@@ -109,21 +93,28 @@ impl BlobStore {
             {
                 let name = entry.file_name();
                 let Some(name) = name.to_str() else { continue };
-                if self.path(name).is_err() || keep.contains(name) {
+                let count = if name.starts_with('.') && name.ends_with(TEMP_SUFFIX) {
+                    &mut swept.temp_files
+                } else if self.path(name).is_ok() && !keep.contains(name) {
+                    let old_enough = entry
+                        .metadata()
+                        .and_then(|m| m.modified())
+                        .ok()
+                        .and_then(|at| now.duration_since(at).ok())
+                        .is_some_and(|age| age >= grace);
+                    if !old_enough {
+                        continue;
+                    }
+                    &mut swept.unreferenced
+                } else {
                     continue;
-                }
-                let old_enough = entry
-                    .metadata()
-                    .and_then(|m| m.modified())
-                    .ok()
-                    .and_then(|at| now.duration_since(at).ok())
-                    .is_some_and(|age| age >= grace);
-                if old_enough && std::fs::remove_file(entry.path()).is_ok() {
-                    removed += 1;
+                };
+                if std::fs::remove_file(entry.path()).is_ok() {
+                    *count += 1;
                 }
             }
         }
-        removed
+        swept
     }
 
     /// Stores `bytes` durably; returns their sha256.
@@ -204,12 +195,12 @@ mod tests {
         std::fs::write(&stranger, b"not a blob").unwrap();
         let keep = std::collections::BTreeSet::from([named.clone()]);
 
-        assert_eq!(store.remove_unreferenced(&keep, hour), 1);
+        assert_eq!(store.sweep(&keep, hour).unreferenced, 1);
         assert!(store.contains(&named));
         assert!(!store.contains(&orphan));
         assert!(store.contains(&young));
         assert!(stranger.exists());
-        assert_eq!(store.remove_unreferenced(&keep, hour), 0);
+        assert_eq!(store.sweep(&keep, hour), Swept::default());
     }
 
     #[test]
@@ -241,9 +232,11 @@ mod tests {
         let shard = dir.path().join(&sha[..2]);
         let leftover = shard.join(format!(".{sha}.4242.tmp"));
         std::fs::write(&leftover, b"ke").unwrap();
-        assert_eq!(store.remove_leftovers(), 1);
+        let keep = std::collections::BTreeSet::from([sha.clone()]);
+        let swept = store.sweep(&keep, Duration::ZERO);
+        assert_eq!((swept.temp_files, swept.unreferenced), (1, 0));
         assert!(!leftover.exists());
         assert_eq!(store.get(&sha).unwrap(), b"kept");
-        assert_eq!(store.remove_leftovers(), 0);
+        assert_eq!(store.sweep(&keep, Duration::ZERO), Swept::default());
     }
 }

@@ -170,7 +170,7 @@ async fn blocking<T: Send + 'static>(
 }
 
 /// How old a blob no logged event names must be before the server removes it at start
-/// ([`BlobStore::remove_unreferenced`]), one hour.
+/// ([`BlobStore::sweep`]), one hour.
 pub const BLOB_ORPHAN_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Every blob the content executions of `state` name: an upload's `blob_sha256`, and the
