@@ -3,7 +3,10 @@
 //! state (WAL open with full verification + replay), and resident memory of the live state.
 //! Last line: `replay_events_per_sec=... recovery_10m_ms=... rss_mb_per_million_events=...`
 //! (recovery, the faster of full replay and snapshot + tail, is scaled to 10 million events
-//! when `--events` differs).
+//! when `--events` differs). It also prints the replay's user and system CPU seconds (system
+//! time is mostly the first touch of the memory the state grows into) and how fast this
+//! machine touches fresh memory, since that cost varies from machine to machine and, on a
+//! virtual machine, from run to run.
 //!
 //! cargo run --release -p symphainy-engine --example bench -- --events 10000000
 
@@ -27,8 +30,41 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// This process's user and system CPU seconds so far (from `/proc/self/stat`, 10 ms ticks).
+/// System time is mostly first touches of fresh memory, whose cost depends on the machine
+/// (a virtual machine's host may back each page on first touch); user time is the code's.
+fn cpu_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name (which is in parentheses and may hold spaces).
+    let rest = stat.rsplit(')').next().unwrap_or_default();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let tick = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|v| v.parse::<f64>().ok())
+            .unwrap_or(0.0)
+            / 100.0
+    };
+    (tick(11), tick(12))
+}
+
+/// How fast this process can touch memory it has never used (page faults plus zeroing;
+/// on a virtual machine, also the host backing each page), in MB/s, over 256 MiB.
+fn first_touch_mb_per_sec() -> f64 {
+    const BYTES: usize = 256 << 20;
+    let started = Instant::now();
+    let mut fresh = vec![0u8; BYTES];
+    for page in fresh.chunks_mut(4096) {
+        page[0] = 1;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    std::hint::black_box(&fresh);
+    BYTES as f64 / 1e6 / secs
+}
+
 fn main() {
     let mut events = 10_000_000u64;
+    let mut only_replay = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         match flag.as_str() {
@@ -38,9 +74,15 @@ fn main() {
                     .and_then(|v| v.parse().ok())
                     .expect("--events N")
             }
-            other => panic!("unknown flag {other}; flags: --events N"),
+            // Stops after the one-core replay (for profiling it alone).
+            "--only-replay" => only_replay = true,
+            other => panic!("unknown flag {other}; flags: --events N --only-replay"),
         }
     }
+    println!(
+        "first_touch_mb_per_sec={:.0} (this machine's speed at touching fresh memory, which the replay pays for the state it builds)",
+        first_touch_mb_per_sec()
+    );
     let dir = tempfile::tempdir_in(".").expect("temp dir");
     let path = dir.path().join("wal");
     let config = Config::default();
@@ -62,6 +104,7 @@ fn main() {
     // Replay: read + decode + apply on this one thread, segments already verified by the open.
     let wal = Wal::open(&path, config.clone()).expect("open");
     let rss_before = rss_bytes();
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let mut replayer = Replayer::default();
     let mut cursor = wal.cursor(1);
@@ -74,6 +117,7 @@ fn main() {
     {}
     let (state, applied) = replayer.finish().expect("replay");
     let replay_secs = started.elapsed().as_secs_f64();
+    let cpu_after = cpu_seconds();
     let rss_after = rss_bytes();
     let state_digest = digest::digest(&state);
     println!(
@@ -82,6 +126,16 @@ fn main() {
         state.rejected_events,
         &state_digest[..16]
     );
+    let user_secs = cpu_after.0 - cpu_before.0;
+    println!(
+        "replay_cpu user_seconds={user_secs:.2} system_seconds={:.2} events_per_user_second={:.0}",
+        cpu_after.1 - cpu_before.1,
+        applied as f64 / user_secs.max(0.01)
+    );
+    if only_replay {
+        println!("replay_events_per_sec={:.0}", applied as f64 / replay_secs);
+        std::process::exit(0);
+    }
     drop(state);
 
     // The replay the replay tool runs: reading and decoding on a second thread.
