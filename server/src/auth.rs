@@ -144,6 +144,11 @@ impl Keys {
             return None;
         }
         let token_id: Id = id.parse().ok()?;
+        // Only the form the token was issued in: the id parser also reads other spellings of
+        // the same id (lower case), and a bearer string has one spelling.
+        if token_id.to_string() != id {
+            return None;
+        }
         constant_time_eq(self.mac(token_id).as_bytes(), mac.as_bytes()).then_some(token_id)
     }
 }
@@ -284,6 +289,36 @@ mod tests {
         std::fs::write(dir.path().join("token.key"), "").unwrap();
         let (third, _) = Keys::load(dir.path(), None).unwrap();
         assert_ne!(third.token_key, first.token_key);
+    }
+
+    // A token verifies only as issued: not another spelling of its id, not an altered or
+    // re-cased signature, not with parts missing or added.
+    #[test]
+    fn tokens_verify_only_in_the_form_they_were_issued() {
+        let dir = tempfile::tempdir().unwrap();
+        let (keys, _) = Keys::load(dir.path(), Some("admin".into())).unwrap();
+        let id = Id(0x0190_0000_0000_0000_0000_0000_0000_00ab);
+        let token = keys.tenant_token(id);
+        assert_eq!(keys.verify(&token), Some(id));
+        let (prefix, rest) = token.split_once('.').unwrap();
+        let (id_text, mac) = rest.split_once('.').unwrap();
+        assert!(id_text.chars().any(|c| c.is_ascii_uppercase()));
+        let refused = [
+            format!("{prefix}.{}.{mac}", id_text.to_ascii_lowercase()),
+            format!("{prefix}.{id_text}.{}", mac.to_ascii_uppercase()),
+            format!(
+                "{prefix}.{id_text}.{}{}",
+                &mac[..mac.len() - 1],
+                if mac.ends_with('0') { '1' } else { '0' }
+            ),
+            format!("{prefix}.{id_text}"),
+            format!("{token}.extra"),
+            format!("x{token}"),
+            String::new(),
+        ];
+        for bad in refused {
+            assert_eq!(keys.verify(&bad), None, "{bad}");
+        }
     }
 
     #[test]
