@@ -71,6 +71,29 @@ fn init_logs(format: &str) {
     } else {
         builder.init();
     }
+    std::panic::set_hook(Box::new(log_panic));
+}
+
+/// Panics are logged as one error event in the log's format (thread, location, message, and
+/// a backtrace when `RUST_BACKTRACE` asks for one) instead of the default hook's plain text,
+/// which a reader of JSON logs cannot parse. A panic the code catches (a file parser's) is
+/// logged the same way; what happens after the hook does not change.
+fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
+    let thread = std::thread::current();
+    let thread = thread.name().unwrap_or("unnamed");
+    let location = info
+        .location()
+        .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()))
+        .unwrap_or_default();
+    let message = info
+        .payload_as_str()
+        .unwrap_or("(a panic without a text message)");
+    let backtrace = std::backtrace::Backtrace::capture();
+    if backtrace.status() == std::backtrace::BacktraceStatus::Captured {
+        tracing::error!(thread, location, panic = message, %backtrace, "a thread panicked");
+    } else {
+        tracing::error!(thread, location, panic = message, "a thread panicked");
+    }
 }
 
 async fn shutdown_signal() -> anyhow::Result<()> {
@@ -122,4 +145,56 @@ pub async fn main() -> anyhow::Result<()> {
     tracing::info!("shutting down: no new requests; in-flight requests finish");
     running.shutdown().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::sync::{Arc, Mutex};
+
+    // A panic becomes one JSON log line naming the thread, the location and the message.
+    #[test]
+    fn panics_are_logged_as_json_events() {
+        #[derive(Clone, Default)]
+        struct Captured(Arc<Mutex<Vec<u8>>>);
+        impl Write for Captured {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(buf);
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let thread = std::thread::Builder::new()
+            .name("parser-under-test".into())
+            .spawn(move || {
+                tracing::subscriber::with_default(subscriber, || {
+                    let previous = std::panic::take_hook();
+                    std::panic::set_hook(Box::new(super::log_panic));
+                    let caught = std::panic::catch_unwind(|| panic!("bad input {}", 42));
+                    std::panic::set_hook(previous);
+                    assert!(caught.is_err());
+                })
+            })
+            .unwrap();
+        thread.join().unwrap();
+        let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+        let line: serde_json::Value = serde_json::from_str(text.trim()).expect(&text);
+        assert_eq!(line["level"], "ERROR", "{text}");
+        let fields = &line["fields"];
+        assert_eq!(fields["message"], "a thread panicked", "{text}");
+        assert_eq!(fields["panic"], "bad input 42", "{text}");
+        assert_eq!(fields["thread"], "parser-under-test", "{text}");
+        assert!(
+            fields["location"].as_str().unwrap().contains("cli.rs"),
+            "{text}"
+        );
+    }
 }
