@@ -714,8 +714,14 @@ mod tests {
                 state.apply(lsn as Lsn + 1, event);
             }
             let _ = crate::digest::digest(&state);
+            // The typed JSON renderings parse back to the documents the views build.
             for e in state.executions.values() {
-                let _ = crate::view::execution_record(&state, e);
+                let record = crate::view::execution_record(&state, e);
+                let text = crate::view::execution_record_json(&state, e);
+                prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), record);
+                let status = crate::view::execution_status(&state, e);
+                let text = crate::view::execution_status_json(&state, e);
+                prop_assert_eq!(serde_json::from_str::<serde_json::Value>(&text).unwrap(), status);
             }
         }
     }

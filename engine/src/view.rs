@@ -136,17 +136,24 @@ struct StepErrorText<'a> {
     message: &'a str,
 }
 
+/// Present only in a record (`Some`), absent from a status (`None`); the inner value may be
+/// null.
+type RecordOnly<T> = Option<T>;
+
 #[derive(serde::Serialize)]
-struct StepRecordText<'a> {
+struct StepText<'a> {
     name: std::borrow::Cow<'a, str>,
     status: &'static str,
     attempts: u32,
     started_at: Option<String>,
     finished_at: Option<String>,
     duration_ms: Option<u64>,
-    output: Option<RawText<'a>>,
-    error: Option<StepErrorText<'a>>,
-    retryable: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    output: RecordOnly<Option<RawText<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: RecordOnly<Option<StepErrorText<'a>>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    retryable: RecordOnly<bool>,
 }
 
 #[derive(serde::Serialize)]
@@ -157,7 +164,7 @@ struct ExecutionErrorText<'a> {
 }
 
 #[derive(serde::Serialize)]
-struct ExecutionRecordText<'a> {
+struct ExecutionText<'a> {
     execution_id: String,
     intent_id: String,
     session_id: String,
@@ -166,7 +173,7 @@ struct ExecutionRecordText<'a> {
     capability: &'a str,
     capability_version: u32,
     status: &'static str,
-    steps: Vec<StepRecordText<'a>>,
+    steps: Vec<StepText<'a>>,
     submitted_at: String,
     finished_at: Option<String>,
     lsn: Lsn,
@@ -174,21 +181,24 @@ struct ExecutionRecordText<'a> {
     result: Option<RawText<'a>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     error: Option<ExecutionErrorText<'a>>,
-    realm: &'a str,
-    payload: RawText<'a>,
-    idempotency_key: Option<&'a str>,
-    compensating_from_step: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    realm: RecordOnly<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payload: RecordOnly<RawText<'a>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    idempotency_key: RecordOnly<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    compensating_from_step: RecordOnly<Option<u32>>,
 }
 
-/// [`execution_record`] rendered straight to JSON text (what the state surface stores): the
-/// same document once parsed, at a fraction of the cost of building a `Value` first.
-pub fn execution_record_json(state: &State, e: &Execution) -> String {
+/// The typed form of [`execution_status`] (`record` false) or [`execution_record`] (true).
+fn execution_text<'a>(state: &'a State, e: &'a Execution, record: bool) -> ExecutionText<'a> {
     let spec = state.capability(&e.capability, e.capability_version);
     let steps = e
         .steps
         .iter()
         .enumerate()
-        .map(|(i, s)| StepRecordText {
+        .map(|(i, s)| StepText {
             name: spec.and_then(|c| c.steps.get(i)).map_or_else(
                 || format!("step_{}", i + 1).into(),
                 |st| st.name.as_str().into(),
@@ -198,15 +208,16 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
             started_at: s.started_at_ms.get().map(rfc3339),
             finished_at: s.finished_at_ms.get().map(rfc3339),
             duration_ms: s.duration_ms.get(),
-            output: s.output_json.as_deref().map(RawText),
-            error: s
-                .error
-                .as_deref()
-                .map(|(code, message)| StepErrorText { code, message }),
-            retryable: s.retryable,
+            output: record.then(|| s.output_json.as_deref().map(RawText)),
+            error: record.then(|| {
+                s.error
+                    .as_deref()
+                    .map(|(code, message)| StepErrorText { code, message })
+            }),
+            retryable: record.then_some(s.retryable),
         })
         .collect();
-    let record = ExecutionRecordText {
+    ExecutionText {
         execution_id: e.execution_id.to_string(),
         intent_id: e.intent_id.to_string(),
         session_id: e.session_id.to_string(),
@@ -225,13 +236,23 @@ pub fn execution_record_json(state: &State, e: &Execution) -> String {
             message: &x.message,
             step: &x.step,
         }),
-        realm: &e.realm,
-        payload: RawText(&e.payload_json),
-        idempotency_key: e.idempotency_key.as_deref(),
-        compensating_from_step: e.compensating_from,
-    };
+        realm: record.then_some(&*e.realm),
+        payload: record.then(|| RawText(&e.payload_json)),
+        idempotency_key: record.then(|| e.idempotency_key.as_deref()),
+        compensating_from_step: record.then_some(e.compensating_from),
+    }
+}
+
+/// [`execution_record`] rendered straight to JSON text (what the state surface stores): the
+/// same document once parsed, at a fraction of the cost of building a `Value` first.
+pub fn execution_record_json(state: &State, e: &Execution) -> String {
     // Serializing plain structs and strings into a String cannot fail.
-    serde_json::to_string(&record).unwrap_or_default()
+    serde_json::to_string(&execution_text(state, e, true)).unwrap_or_default()
+}
+
+/// [`execution_status`] rendered straight to JSON text (the API's answers).
+pub fn execution_status_json(state: &State, e: &Execution) -> String {
+    serde_json::to_string(&execution_text(state, e, false)).unwrap_or_default()
 }
 
 #[derive(serde::Serialize)]
@@ -522,6 +543,8 @@ mod tests {
         // The text renderings parse back to the same documents.
         let text: Value = serde_json::from_str(&execution_record_json(&state, e)).unwrap();
         assert_eq!(text, record);
+        let text: Value = serde_json::from_str(&execution_status_json(&state, e)).unwrap();
+        assert_eq!(text, execution_status(&state, e));
         let session = state.session_of("acme", session_id).unwrap();
         let text: Value = serde_json::from_str(&session_json(session)).unwrap();
         assert_eq!(text, super::session(session));

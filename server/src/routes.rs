@@ -603,11 +603,11 @@ async fn submit_intent(
                 .runtime
                 .read(|s| {
                     s.execution_of(tenant, submitted.execution_id)
-                        .map(|e| view::execution_status(s, e))
+                        .map(|e| view::execution_status_json(s, e))
                 })
                 .await?
                 .ok_or_else(AppError::not_found)?;
-            return Ok((StatusCode::OK, axum::Json(status)).into_response());
+            return Ok(json_text(StatusCode::OK, status));
         }
     }
     let status = if submitted.duplicate {
@@ -636,9 +636,9 @@ async fn execution_view(
     let id = parse_id(raw_id)?;
     let owned = principal.tenant_id.clone();
     let render = if status_only {
-        view::execution_status
+        view::execution_status_json
     } else {
-        view::execution_record
+        view::execution_record_json
     };
     let from_surface = state
         .projections
@@ -661,8 +661,22 @@ async fn execution_view(
         .runtime
         .read(|s| s.execution_of(tenant, id).map(|e| render(s, e)))
         .await?;
-    view.map(|v| axum::Json(v).into_response())
+    view.map(|text| json_text(StatusCode::OK, text))
         .ok_or_else(AppError::not_found)
+}
+
+/// A response whose body is JSON text rendered already (typed views skip building a
+/// `serde_json::Value`).
+fn json_text(status: StatusCode, text: String) -> Response {
+    (
+        status,
+        [(
+            axum::http::header::CONTENT_TYPE,
+            axum::http::HeaderValue::from_static("application/json"),
+        )],
+        text,
+    )
+        .into_response()
 }
 
 async fn execution_status(
