@@ -237,8 +237,8 @@ fn execution_text<'a>(state: &'a State, e: &'a Execution, record: bool) -> Execu
             step: &x.step,
         }),
         realm: record.then_some(&*e.realm),
-        payload: record.then(|| RawText(&e.payload_json)),
-        idempotency_key: record.then(|| e.idempotency_key.as_deref()),
+        payload: record.then_some(RawText(&e.payload_json)),
+        idempotency_key: record.then_some(e.idempotency_key.as_deref()),
         compensating_from_step: record.then_some(e.compensating_from),
     }
 }
