@@ -188,11 +188,7 @@ fn plausible_frame(bytes: &[u8], expected_lsn: Lsn, record_bytes_max: u32) -> Op
     if end > bytes.len() {
         return None;
     }
-    (frame_crc(
-        &bytes[..FRAME_HEADER_BYTES],
-        &bytes[FRAME_HEADER_BYTES..end],
-    ) == header.crc)
-        .then_some(header)
+    (frame_crc(&bytes[..end]) == header.crc).then_some(header)
 }
 
 #[cfg(test)]
