@@ -192,22 +192,39 @@ pub struct Execution {
 /// holds the same allocation. At most [`NAMES_MAX`] are kept; past that, names are allocated
 /// per execution as before (correct, only larger).
 #[derive(Clone, Debug, Default)]
-pub struct Names(std::collections::HashSet<Arc<str>>);
+pub struct Names {
+    /// The names handed out last, looked up before hashing: an execution names a tenant, an
+    /// intent type, a realm and a capability, and a log repeats the same few.
+    recent: [Option<Arc<str>>; NAMES_RECENT],
+    next: usize,
+    known: std::collections::HashSet<Arc<str>>,
+}
 
 /// Most names [`Names`] keeps.
 pub const NAMES_MAX: usize = 65_536;
 
+/// Names [`Names`] compares before hashing.
+pub const NAMES_RECENT: usize = 4;
+
 impl Names {
     /// The shared allocation of `name`.
     pub fn get(&mut self, name: &str) -> Arc<str> {
-        if let Some(known) = self.0.get(name) {
-            return known.clone();
+        if let Some(hit) = self.recent.iter().flatten().find(|n| ***n == *name) {
+            return hit.clone();
         }
-        let fresh: Arc<str> = Arc::from(name);
-        if self.0.len() < NAMES_MAX {
-            self.0.insert(fresh.clone());
-        }
-        fresh
+        let found = match self.known.get(name) {
+            Some(known) => known.clone(),
+            None => {
+                let fresh: Arc<str> = Arc::from(name);
+                if self.known.len() < NAMES_MAX {
+                    self.known.insert(fresh.clone());
+                }
+                fresh
+            }
+        };
+        self.recent[self.next] = Some(found.clone());
+        self.next = (self.next + 1) % NAMES_RECENT;
+        found
     }
 }
 
@@ -646,6 +663,20 @@ mod tests {
     fn entities_stay_compact() {
         assert!(std::mem::size_of::<Execution>() <= 224);
         assert!(std::mem::size_of::<StepState>() <= 64);
+    }
+
+    // A name handed out again is the same allocation, whether it is still among the recent
+    // ones or only in the set.
+    #[test]
+    fn names_are_shared() {
+        let mut names = Names::default();
+        let first = names.get("acme");
+        assert!(Arc::ptr_eq(&first, &names.get("acme")));
+        for other in ["a", "b", "c", "d", "e", "f"] {
+            names.get(other);
+        }
+        assert!(Arc::ptr_eq(&first, &names.get("acme")));
+        assert_eq!(&*names.get("b"), "b");
     }
 
     use proptest::prelude::*;
