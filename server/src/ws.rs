@@ -31,6 +31,8 @@ use crate::routes::{IntentBody, session_event};
 pub const CLOSE_TOO_SLOW: u16 = 1013;
 /// Close code for a revoked or expired token ("policy violation").
 pub const CLOSE_POLICY: u16 = 1008;
+/// Close code for a message over the size limit (`Limits::body_bytes_max`, as for HTTP).
+pub const CLOSE_TOO_BIG: u16 = 1009;
 /// Records a subscription reads from the log per step.
 const TAIL_BATCH_RECORDS: usize = 256;
 
@@ -97,7 +99,13 @@ async fn serve(state: Arc<AppState>, principal: TenantPrincipal, socket: WebSock
             message = stream.next() => {
                 let text = match message {
                     Some(Ok(Message::Text(text))) => text.to_string(),
-                    Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                    Some(Err(e)) => {
+                        if too_big(e) {
+                            let _ = closer.send(Some((CLOSE_TOO_BIG, "message over the size limit")));
+                        }
+                        break;
+                    }
+                    Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => continue,
                 };
                 if tenant_of(&state, &state.keys.tenant_token(principal.token_id)).is_none() {
@@ -120,6 +128,15 @@ async fn serve(state: Arc<AppState>, principal: TenantPrincipal, socket: WebSock
     }
     drop(queue);
     let _ = writer.await;
+}
+
+/// Whether a read failed because the client's message exceeded the size limit (the
+/// connection is then closed with [`CLOSE_TOO_BIG`] rather than dropped without a word).
+fn too_big(error: axum::Error) -> bool {
+    error
+        .into_inner()
+        .downcast_ref::<tungstenite::Error>()
+        .is_some_and(|e| matches!(e, tungstenite::Error::Capacity(_)))
 }
 
 /// Resolves when something asked to close the connection.

@@ -1,7 +1,7 @@
 //! WebSocket: 100 concurrent clients on 10 sessions all receive every event of their session
 //! in LSN order with no gap or duplicate; a client that disconnects mid-saga resumes from the
 //! last LSN it saw; intents submitted over the socket are acknowledged; revoking the token
-//! closes the socket.
+//! closes the socket; a message over the size limit closes it with 1009.
 
 use std::time::Duration;
 
@@ -232,6 +232,32 @@ async fn websocket_connection_limit() {
     assert!(
         again.is_some(),
         "a slot freed by a closed socket was not reused"
+    );
+}
+
+// A message over the size limit closes its socket with 1009 (not a silent drop), and the
+// server goes on serving sockets, including a new one of the same client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_message_is_closed_with_1009() {
+    let server = TestServer::start_with(|c| c.limits.body_bytes_max = 64 * 1024)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let mut socket = acme.websocket().await.unwrap();
+    let huge = format!(
+        "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
+        "x".repeat(64 * 1024)
+    );
+    socket.send_text(&huge).await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Closed(Some(1009)))
+    );
+    let mut again = acme.websocket().await.unwrap();
+    again.ping().await.unwrap();
+    assert_eq!(
+        again.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Pong)
     );
 }
 
