@@ -43,7 +43,13 @@ pub async fn upgrade(
     principal: TenantPrincipal,
     ws: WebSocketUpgrade,
 ) -> Response {
-    if state.ws_connections.load(Ordering::SeqCst) >= state.limits.ws_connections_max {
+    // The slot is taken before the upgrade (a check here and a count once upgraded would let
+    // simultaneous upgrades all pass the check); the guard gives it back however the
+    // connection ends, or if the upgrade never happens.
+    let taken = state.ws_connections.fetch_add(1, Ordering::SeqCst);
+    let guard = ConnectionGuard(state.clone());
+    if taken >= state.limits.ws_connections_max {
+        drop(guard);
         return AppError::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "overloaded",
@@ -53,7 +59,7 @@ pub async fn upgrade(
         .into_response();
     }
     ws.max_message_size(state.limits.body_bytes_max)
-        .on_upgrade(move |socket| serve(state, principal, socket))
+        .on_upgrade(move |socket| serve(state, principal, socket, guard))
 }
 
 struct ConnectionGuard(Arc<AppState>);
@@ -64,9 +70,12 @@ impl Drop for ConnectionGuard {
     }
 }
 
-async fn serve(state: Arc<AppState>, principal: TenantPrincipal, socket: WebSocket) {
-    state.ws_connections.fetch_add(1, Ordering::SeqCst);
-    let _guard = ConnectionGuard(state.clone());
+async fn serve(
+    state: Arc<AppState>,
+    principal: TenantPrincipal,
+    socket: WebSocket,
+    _slot: ConnectionGuard,
+) {
     let (mut sink, mut stream) = socket.split();
     let (queue, mut outgoing) = mpsc::channel::<String>(state.limits.ws_buffer_messages);
     let (closer, mut closing) = watch::channel::<Option<(u16, &'static str)>>(None);
