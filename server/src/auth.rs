@@ -200,7 +200,12 @@ pub enum Principal {
 
 /// Resolves a tenant token against the logged facts.
 pub fn tenant_of(state: &AppState, token: &str) -> Option<TenantPrincipal> {
-    let token_id = state.keys.verify(token)?;
+    principal_of(state, state.keys.verify(token)?)
+}
+
+/// The principal of a token whose signature was verified already, if the token is still
+/// valid (neither expired nor revoked).
+pub fn principal_of(state: &AppState, token_id: Id) -> Option<TenantPrincipal> {
     let now = state.clock_ms();
     state.runtime.peek(|s| {
         let (tenant_id, token) = s.token(token_id)?;

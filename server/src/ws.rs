@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
-use crate::auth::{TenantPrincipal, tenant_of};
+use crate::auth::{TenantPrincipal, principal_of};
 use crate::error::AppError;
 use crate::routes::{IntentBody, session_event};
 
@@ -117,7 +117,8 @@ async fn serve(
                     Some(Ok(Message::Close(_))) | None => break,
                     Some(Ok(_)) => continue,
                 };
-                if tenant_of(&state, &state.keys.tenant_token(principal.token_id)).is_none() {
+                // The signature was checked at the upgrade; expiry and revocation each time.
+                if principal_of(&state, principal.token_id).is_none() {
                     let _ = closer.send(Some((CLOSE_POLICY, "token expired or revoked")));
                     break;
                 }
