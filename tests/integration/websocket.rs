@@ -273,6 +273,29 @@ async fn simultaneous_upgrades_respect_the_connection_limit() {
     }
 }
 
+// A token that expires while its socket is open: the next message closes the socket with
+// 1008 instead of being served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_token_closes_its_socket() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin();
+    admin.create_tenant("acme").await.unwrap();
+    let token = admin.issue_token("acme", "alice", 1).await.unwrap();
+    let acme = Client::new(&server.base, &token.token);
+    let mut socket = acme.websocket().await.unwrap();
+    socket.ping().await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Pong)
+    );
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    socket.ping().await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Closed(Some(1008)))
+    );
+}
+
 // A message over the size limit closes its socket with 1009 (not a silent drop), and the
 // server goes on serving sockets, including a new one of the same client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
