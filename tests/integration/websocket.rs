@@ -280,7 +280,7 @@ async fn expired_token_closes_its_socket() {
     let server = TestServer::start().await.unwrap();
     let admin = server.admin();
     admin.create_tenant("acme").await.unwrap();
-    let token = admin.issue_token("acme", "alice", 1).await.unwrap();
+    let token = admin.issue_token("acme", "alice", 2).await.unwrap();
     let acme = Client::new(&server.base, &token.token);
     let mut socket = acme.websocket().await.unwrap();
     socket.ping().await.unwrap();
@@ -288,7 +288,7 @@ async fn expired_token_closes_its_socket() {
         socket.next(Duration::from_secs(5)).await.unwrap(),
         Some(ServerMessage::Pong)
     );
-    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    tokio::time::sleep(Duration::from_millis(2_300)).await;
     socket.ping().await.unwrap();
     assert_eq!(
         socket.next(Duration::from_secs(5)).await.unwrap(),
