@@ -615,13 +615,22 @@ async fn submit_intent(
     } else {
         StatusCode::ACCEPTED
     };
-    let answer = json!({
-        "execution_id": submitted.execution_id.to_string(),
-        "intent_id": submitted.intent_id.to_string(),
-        "status": "accepted",
-        "lsn": submitted.lsn,
-    });
+    let answer = Accepted {
+        execution_id: submitted.execution_id.to_string(),
+        intent_id: submitted.intent_id.to_string(),
+        status: "accepted",
+        lsn: submitted.lsn,
+    };
     Ok((status, axum::Json(answer)).into_response())
+}
+
+/// The answer to an accepted intent (typed: rendered without building a JSON tree).
+#[derive(serde::Serialize)]
+struct Accepted {
+    execution_id: String,
+    intent_id: String,
+    status: &'static str,
+    lsn: u64,
 }
 
 /// Renders one of the caller's executions with `render`; another tenant's is answered as
