@@ -745,7 +745,7 @@ mod tests {
                 state.apply(lsn as Lsn + 1, event);
             }
             let _ = crate::digest::digest(&state);
-            // The typed JSON renderings parse back to the documents the views build.
+            // The JSON texts parse back to the same documents as the views' trees.
             for e in state.executions.values() {
                 let record = crate::view::execution_record(&state, e);
                 let text = crate::view::execution_record_json(&state, e);

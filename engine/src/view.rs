@@ -14,80 +14,27 @@ fn raw(json_text: &str) -> Value {
     serde_json::from_str(json_text).unwrap_or_else(|_| Value::String(json_text.to_string()))
 }
 
+/// A typed view as a `Value`. The views are defined once, by their typed forms below; this
+/// gives the tree for callers that add fields or compare documents. Serializing plain
+/// structs and strings cannot fail.
+fn tree(view: impl serde::Serialize) -> Value {
+    serde_json::to_value(view).unwrap_or(Value::Null)
+}
+
 /// A session as the API shows it.
 pub fn session(s: &Session) -> Value {
-    json!({
-        "session_id": s.session_id.to_string(),
-        "tenant_id": s.tenant_id,
-        "user_id": s.user_id,
-        "created_at": rfc3339(s.created_at_ms),
-        "status": if s.closed_at_ms.is_some() { "closed" } else { "open" },
-        "closed_at": s.closed_at_ms.map(rfc3339),
-        "context": raw(&s.context_json),
-        "active_sagas": s.active_sagas.iter().map(|id| id.to_string()).collect::<Vec<_>>(),
-    })
+    tree(session_text(s))
 }
 
 /// An execution's status as the API shows it.
 pub fn execution_status(state: &State, e: &Execution) -> Value {
-    let spec = state.capability(&e.capability, e.capability_version);
-    let steps: Vec<Value> = e
-        .steps
-        .iter()
-        .enumerate()
-        .map(|(i, s)| {
-            json!({
-                "name": spec.and_then(|c| c.steps.get(i)).map_or_else(|| format!("step_{}", i + 1), |st| st.name.clone()),
-                "status": s.status.name(),
-                "attempts": s.attempts,
-                "started_at": s.started_at_ms.get().map(rfc3339),
-                "finished_at": s.finished_at_ms.get().map(rfc3339),
-                "duration_ms": s.duration_ms,
-            })
-        })
-        .collect();
-    let mut out = json!({
-        "execution_id": e.execution_id.to_string(),
-        "intent_id": e.intent_id.to_string(),
-        "session_id": e.session_id.to_string(),
-        "tenant_id": e.tenant_id,
-        "intent_type": e.intent_type,
-        "capability": e.capability,
-        "capability_version": e.capability_version,
-        "status": e.status.name(),
-        "steps": steps,
-        "submitted_at": rfc3339(e.submitted_at_ms),
-        "finished_at": e.finished_at_ms.get().map(rfc3339),
-        "lsn": e.intent_lsn,
-    });
-    if let Some(result) = &e.result_json {
-        out["result"] = raw(result);
-    }
-    if let Some(error) = &e.error {
-        out["error"] = json!({ "code": error.code, "message": error.message, "step": error.step });
-    }
-    out
+    tree(execution_text(state, e, false))
 }
 
 /// The execution's full record: its status plus the payload, the steps' recorded outputs and
 /// errors, idempotency key and compensation point.
 pub fn execution_record(state: &State, e: &Execution) -> Value {
-    let mut out = execution_status(state, e);
-    out["realm"] = json!(e.realm);
-    out["payload"] = raw(&e.payload_json);
-    out["idempotency_key"] = json!(e.idempotency_key);
-    out["compensating_from_step"] = json!(e.compensating_from);
-    if let Some(steps) = out["steps"].as_array_mut() {
-        for (view, s) in steps.iter_mut().zip(&e.steps) {
-            view["output"] = s.output_json.as_deref().map_or(Value::Null, raw);
-            view["error"] = s.error.as_deref().map_or(
-                Value::Null,
-                |(code, message)| json!({"code": code, "message": message}),
-            );
-            view["retryable"] = json!(s.retryable);
-        }
-    }
-    out
+    tree(execution_text(state, e, true))
 }
 
 /// Fields [`execution_record`] adds to [`execution_status`], at the top and in each step.
@@ -243,8 +190,8 @@ fn execution_text<'a>(state: &'a State, e: &'a Execution, record: bool) -> Execu
     }
 }
 
-/// [`execution_record`] rendered straight to JSON text (what the state surface stores): the
-/// same document once parsed, at a fraction of the cost of building a `Value` first.
+/// [`execution_record`] rendered straight to JSON text (what the state surface stores),
+/// without building a `Value` first.
 pub fn execution_record_json(state: &State, e: &Execution) -> String {
     // Serializing plain structs and strings into a String cannot fail.
     serde_json::to_string(&execution_text(state, e, true)).unwrap_or_default()
@@ -269,7 +216,11 @@ struct SessionText<'a> {
 
 /// [`session`] rendered straight to JSON text.
 pub fn session_json(s: &Session) -> String {
-    let text = SessionText {
+    serde_json::to_string(&session_text(s)).unwrap_or_default()
+}
+
+fn session_text(s: &Session) -> SessionText<'_> {
+    SessionText {
         session_id: s.session_id.to_string(),
         tenant_id: &s.tenant_id,
         user_id: &s.user_id,
@@ -282,8 +233,7 @@ pub fn session_json(s: &Session) -> String {
         closed_at: s.closed_at_ms.map(rfc3339),
         context: RawText(&s.context_json),
         active_sagas: s.active_sagas.iter().map(|id| id.to_string()).collect(),
-    };
-    serde_json::to_string(&text).unwrap_or_default()
+    }
 }
 
 /// A capability as the API shows it.

@@ -122,18 +122,20 @@ impl Keys {
         constant_time_eq(&hash, &self.admin_token_hash)
     }
 
-    fn mac(&self, token_id: Id) -> String {
+    /// The signature of a token id, given in its canonical text.
+    fn mac(&self, token_id: &str) -> String {
         // HMAC accepts keys of any length; this cannot fail for a 32-byte key.
         let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(&self.token_key) else {
             return String::new();
         };
-        mac.update(token_id.to_string().as_bytes());
+        mac.update(token_id.as_bytes());
         hex::encode(mac.finalize().into_bytes())
     }
 
     /// The bearer string of a token id.
     pub fn tenant_token(&self, token_id: Id) -> String {
-        format!("{TENANT_TOKEN_PREFIX}.{token_id}.{}", self.mac(token_id))
+        let id = token_id.to_string();
+        format!("{TENANT_TOKEN_PREFIX}.{id}.{}", self.mac(&id))
     }
 
     /// The token id of a well-signed tenant token.
@@ -145,11 +147,12 @@ impl Keys {
         }
         let token_id: Id = id.parse().ok()?;
         // Only the form the token was issued in: the id parser also reads other spellings of
-        // the same id (lower case), and a bearer string has one spelling.
+        // the same id (lower case), and a bearer string has one spelling. Once the text is
+        // the canonical one, it is what the signature covers.
         if token_id.to_string() != id {
             return None;
         }
-        constant_time_eq(self.mac(token_id).as_bytes(), mac.as_bytes()).then_some(token_id)
+        constant_time_eq(self.mac(id).as_bytes(), mac.as_bytes()).then_some(token_id)
     }
 }
 
@@ -203,13 +206,28 @@ pub fn tenant_of(state: &AppState, token: &str) -> Option<TenantPrincipal> {
     principal_of(state, state.keys.verify(token)?)
 }
 
+/// Whether a logged token is still valid at `now_ms` (neither revoked nor expired).
+fn valid_at(token: &symphainy_engine::state::Token, now_ms: i64) -> bool {
+    !token.revoked && token.expires_at_ms > now_ms
+}
+
+/// Whether a token whose signature was verified already is still valid (what an open
+/// WebSocket checks for each message).
+pub fn token_valid(state: &AppState, token_id: Id) -> bool {
+    let now = state.clock_ms();
+    state.runtime.peek(|s| {
+        s.token(token_id)
+            .is_some_and(|(_, token)| valid_at(token, now))
+    })
+}
+
 /// The principal of a token whose signature was verified already, if the token is still
-/// valid (neither expired nor revoked).
-pub fn principal_of(state: &AppState, token_id: Id) -> Option<TenantPrincipal> {
+/// valid.
+fn principal_of(state: &AppState, token_id: Id) -> Option<TenantPrincipal> {
     let now = state.clock_ms();
     state.runtime.peek(|s| {
         let (tenant_id, token) = s.token(token_id)?;
-        (!token.revoked && token.expires_at_ms > now).then(|| TenantPrincipal {
+        valid_at(token, now).then(|| TenantPrincipal {
             tenant_id: tenant_id.to_string(),
             user_id: token.user_id.clone(),
             token_id,

@@ -23,7 +23,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::app::AppState;
-use crate::auth::{TenantPrincipal, principal_of};
+use crate::auth::{TenantPrincipal, token_valid};
 use crate::error::AppError;
 use crate::routes::{IntentBody, session_event};
 
@@ -118,7 +118,7 @@ async fn serve(
                     Some(Ok(_)) => continue,
                 };
                 // The signature was checked at the upgrade; expiry and revocation each time.
-                if principal_of(&state, principal.token_id).is_none() {
+                if !token_valid(&state, principal.token_id) {
                     let _ = closer.send(Some((CLOSE_POLICY, "token expired or revoked")));
                     break;
                 }

@@ -9,6 +9,39 @@ use serde_json::json;
 use symphainy_sdk::{Client, Intent, ServerMessage};
 use symphainy_tests::TestServer;
 
+/// Sends a ping on `socket` and expects its pong.
+async fn answers_ping(socket: &mut symphainy_sdk::Socket) {
+    socket.ping().await.unwrap();
+    assert_eq!(
+        socket.next(Duration::from_secs(5)).await.unwrap(),
+        Some(ServerMessage::Pong)
+    );
+}
+
+/// A server with tenant `acme`, a token of its user expiring in `ttl_seconds`, and a socket
+/// opened with it (answering pings).
+async fn socket_with_token(
+    ttl_seconds: u64,
+) -> (
+    TestServer,
+    symphainy_sdk::IssuedToken,
+    symphainy_sdk::Socket,
+) {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin();
+    admin.create_tenant("acme").await.unwrap();
+    let token = admin
+        .issue_token("acme", "alice", ttl_seconds)
+        .await
+        .unwrap();
+    let mut socket = Client::new(&server.base, &token.token)
+        .websocket()
+        .await
+        .unwrap();
+    answers_ping(&mut socket).await;
+    (server, token, socket)
+}
+
 /// LSNs of a session's events, from the WAL endpoint.
 async fn wal_lsns(client: &Client, session: &str) -> Vec<u64> {
     let page = client.wal(session, 1, 1000).await.unwrap();
@@ -170,27 +203,15 @@ async fn submit_over_socket_and_errors() {
     assert!(
         matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "unknown_intent")
     );
-    socket.ping().await.unwrap();
-    assert_eq!(
-        socket.next(Duration::from_secs(5)).await.unwrap(),
-        Some(ServerMessage::Pong)
-    );
+    answers_ping(&mut socket).await;
 }
 
 // Revoking a token closes the sockets that use it (1008).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revocation_closes_sockets() {
-    let server = TestServer::start().await.unwrap();
+    let (server, token, mut socket) = socket_with_token(600).await;
     let admin = server.admin();
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin.issue_token("acme", "alice", 600).await.unwrap();
     let client = Client::new(&server.base, &token.token);
-    let mut socket = client.websocket().await.unwrap();
-    socket.ping().await.unwrap();
-    assert_eq!(
-        socket.next(Duration::from_secs(5)).await.unwrap(),
-        Some(ServerMessage::Pong)
-    );
     admin.revoke_token(&token.token_id).await.unwrap();
     assert_eq!(
         socket.next(Duration::from_secs(5)).await.unwrap(),
@@ -212,11 +233,7 @@ async fn websocket_connection_limit() {
     let mut first = acme.websocket().await.unwrap();
     let mut second = acme.websocket().await.unwrap();
     for socket in [&mut first, &mut second] {
-        socket.ping().await.unwrap();
-        assert_eq!(
-            socket.next(Duration::from_secs(5)).await.unwrap(),
-            Some(ServerMessage::Pong)
-        );
+        answers_ping(socket).await;
     }
     let refused = acme.websocket().await.unwrap_err();
     assert!(refused.to_string().contains("503"), "{refused}");
@@ -265,11 +282,7 @@ async fn simultaneous_upgrades_respect_the_connection_limit() {
         open.len()
     );
     for socket in &mut open {
-        socket.ping().await.unwrap();
-        assert_eq!(
-            socket.next(Duration::from_secs(5)).await.unwrap(),
-            Some(ServerMessage::Pong)
-        );
+        answers_ping(socket).await;
     }
 }
 
@@ -277,17 +290,7 @@ async fn simultaneous_upgrades_respect_the_connection_limit() {
 // 1008 instead of being served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_token_closes_its_socket() {
-    let server = TestServer::start().await.unwrap();
-    let admin = server.admin();
-    admin.create_tenant("acme").await.unwrap();
-    let token = admin.issue_token("acme", "alice", 2).await.unwrap();
-    let acme = Client::new(&server.base, &token.token);
-    let mut socket = acme.websocket().await.unwrap();
-    socket.ping().await.unwrap();
-    assert_eq!(
-        socket.next(Duration::from_secs(5)).await.unwrap(),
-        Some(ServerMessage::Pong)
-    );
+    let (_server, _, mut socket) = socket_with_token(2).await;
     tokio::time::sleep(Duration::from_millis(2_300)).await;
     socket.ping().await.unwrap();
     assert_eq!(
@@ -315,11 +318,7 @@ async fn oversized_message_is_closed_with_1009() {
         Some(ServerMessage::Closed(Some(1009)))
     );
     let mut again = acme.websocket().await.unwrap();
-    again.ping().await.unwrap();
-    assert_eq!(
-        again.next(Duration::from_secs(5)).await.unwrap(),
-        Some(ServerMessage::Pong)
-    );
+    answers_ping(&mut again).await;
 }
 
 // A client that stops reading is closed with 1013 once the kernel buffers and the bounded
