@@ -60,6 +60,11 @@ pub enum Error {
          (restarted without persistence?); it is rebuilt from the log"
     )]
     Diverged { expected: u64, found: Option<u64> },
+    #[error(
+        "the state surface holds the log up to LSN {found:?}, the read needs {wanted} \
+         (the store lost writes and is being rebuilt)"
+    )]
+    Behind { wanted: u64, found: Option<u64> },
     #[error("the projection store reports corruption: {0}; it is rebuilt from the log")]
     StoreCorrupt(String),
     #[error("rendering a view: {0}")]

@@ -125,6 +125,15 @@ impl StateStore {
         }
     }
 
+    /// Values of several keys as of one instant (Redis: one `MULTI`/`EXEC`, so every key
+    /// must live on one node; memory: under one lock hold).
+    pub async fn get_atomic(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
+        match self {
+            Self::Memory(m) => Ok(m.get_many(keys)),
+            Self::Redis(r) => r.get_atomic(keys).await,
+        }
+    }
+
     /// Every key the surface owns with its value, sorted: the canonical dump that rebuild
     /// and incremental maintenance are compared by.
     pub async fn dump(&self) -> Result<BTreeMap<String, String>> {
@@ -309,6 +318,21 @@ impl RedisStore {
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
+        for k in keys {
+            pipe.cmd("GET").arg(k);
+        }
+        let values: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
+        self.ops.get.fetch_add(keys.len() as u64, Ordering::Relaxed);
+        Ok(values)
+    }
+
+    async fn get_atomic(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.conn.clone();
+        let mut pipe = redis::pipe();
+        pipe.atomic();
         for k in keys {
             pipe.cmd("GET").arg(k);
         }

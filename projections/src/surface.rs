@@ -216,22 +216,56 @@ impl Projection for StateSurface {
 
 /// Reads of the state surface, tenant-scoped by construction: every key is built from the
 /// caller's tenant.
+///
+/// With [`at_least`](Self::at_least), a read answers only if the store itself shows it holds
+/// the log up to that LSN: the value and the global checkpoint are read as of one instant,
+/// and a checkpoint below the bound is [`Error::Behind`]. The runner having written up to an
+/// LSN is not enough, because the store can lose writes under it (a Redis restarted without
+/// persistence, or from an older dump): until the runner notices and rebuilds, such a store
+/// answers "missing" or an older value for what the log already holds.
 #[derive(Debug, Clone)]
 pub struct SurfaceReader {
     store: Arc<StateStore>,
+    at_least: Lsn,
 }
 
 impl SurfaceReader {
     pub fn new(store: Arc<StateStore>) -> Self {
-        Self { store }
+        Self { store, at_least: 0 }
+    }
+
+    /// This reader, answering only from a store that holds the log up to `lsn`.
+    pub fn at_least(mut self, lsn: Lsn) -> Self {
+        self.at_least = lsn;
+        self
     }
 
     pub fn store(&self) -> &Arc<StateStore> {
         &self.store
     }
 
+    /// A key's value, checked against the reader's bound.
+    async fn get(&self, key: &str) -> Result<Option<String>> {
+        if self.at_least == 0 {
+            return self.store.get(key).await;
+        }
+        let keys = [key.to_string(), GLOBAL_CHECKPOINT_KEY.to_string()];
+        let mut values = self.store.get_atomic(&keys).await?.into_iter();
+        let (value, checkpoint) = (values.next().flatten(), values.next().flatten());
+        let found = checkpoint
+            .map(|c| parse_lsn(GLOBAL_CHECKPOINT_KEY, Some(c)))
+            .transpose()?;
+        if found.unwrap_or(0) < self.at_least {
+            return Err(Error::Behind {
+                wanted: self.at_least,
+                found,
+            });
+        }
+        Ok(value)
+    }
+
     async fn json(&self, key: String) -> Result<Option<Value>> {
-        match self.store.get(&key).await? {
+        match self.get(&key).await? {
             None => Ok(None),
             Some(text) => serde_json::from_str(&text)
                 .map(Some)
@@ -263,7 +297,7 @@ impl SurfaceReader {
     /// How many events of `tenant` the surface applied.
     pub async fn tenant_events(&self, tenant: &str) -> Result<u64> {
         let key = tenant_events_key(tenant);
-        let value = self.store.get(&key).await?;
+        let value = self.get(&key).await?;
         parse_lsn(&key, value)
     }
 }

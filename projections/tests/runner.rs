@@ -122,3 +122,63 @@ async fn a_damaged_surface_is_rebuilt_from_the_log() {
     }
     runner.stop().await;
 }
+
+// A reader bound to an LSN answers only from a store whose own checkpoint reaches it: a store
+// that lost the runner's writes (cleared under it) is `Behind`, not "missing".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bound_reader_refuses_a_store_that_lost_writes() {
+    use symphainy_projections::Error;
+    use symphainy_projections::surface::SurfaceReader;
+
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
+    let store = Arc::new(StateStore::memory());
+    let config = RunnerConfig {
+        coalesce: Duration::from_secs(3600),
+        ..RunnerConfig::default()
+    };
+    let runner = Runner::start(
+        wal.clone(),
+        StateSurface::new(store.clone()),
+        State::default(),
+        config,
+    );
+    let w = wal.clone();
+    tokio::task::spawn_blocking(move || synthetic_log(&w, 200))
+        .await
+        .unwrap();
+    let target = wal.durable_lsn();
+    assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
+    let reader = SurfaceReader::new(store.clone());
+    let events = reader.tenant_events("acme").await.unwrap();
+    assert!(events > 0);
+    assert_eq!(
+        reader
+            .clone()
+            .at_least(target)
+            .tenant_events("acme")
+            .await
+            .unwrap(),
+        events
+    );
+    match reader
+        .clone()
+        .at_least(target + 1)
+        .tenant_events("acme")
+        .await
+    {
+        Err(Error::Behind { wanted, found }) => {
+            assert_eq!((wanted, found), (target + 1, Some(target)));
+        }
+        other => panic!("a read past the store's checkpoint answered {other:?}"),
+    }
+    // The store loses everything; the runner, pausing, has not noticed.
+    store.clear().await.unwrap();
+    assert_eq!(runner.status().applied_lsn(), target);
+    assert_eq!(reader.tenant_events("acme").await.unwrap(), 0);
+    match reader.at_least(target).tenant_events("acme").await {
+        Err(Error::Behind { found: None, .. }) => {}
+        other => panic!("a store that lost its writes answered {other:?}"),
+    }
+    runner.stop().await;
+}

@@ -3,8 +3,10 @@
 //!
 //! Reads of sessions and executions go to the state surface once it has applied everything
 //! durable at the time of the request (read-your-writes), waiting at most
-//! [`Limits::state_read_wait_ms`](crate::app::Limits). When the surface is failing or too far
-//! behind, the read is answered from the runtime's own fold of the same log and counted in
+//! [`Limits::state_read_wait_ms`](crate::app::Limits), and only if the store shows the same
+//! (its checkpoint, read with the value as of one instant, is at least that LSN: a Redis that
+//! restarted empty is caught before the runner notices). When the surface is failing or too
+//! far behind, the read is answered from the runtime's own fold of the same log and counted in
 //! `state.fallback_reads`: a projection outage never fails a read.
 
 use std::path::Path;
@@ -120,8 +122,13 @@ impl Projections {
         let healthy = self.surface.status().healthy();
         let target = self.wal.durable_lsn();
         if healthy && self.surface.wait_applied(target, wait).await {
-            match read(self.reader.clone()).await {
+            // The store must show it holds `target` too: it may have lost writes the runner
+            // made (a restarted Redis) and not yet be rebuilt.
+            match read(self.reader.clone().at_least(target)).await {
                 Ok(found) => return Some(found),
+                Err(e @ symphainy_projections::Error::Behind { .. }) => {
+                    tracing::debug!(error = %e, "state surface behind; answering from the runtime")
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "state surface read failed; answering from the runtime")
                 }

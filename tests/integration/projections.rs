@@ -280,7 +280,8 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
     let acme = tenant_client(&server, "acme").await;
     let session = acme.create_session(json!({})).await.unwrap().session_id;
     let stop = Arc::new(AtomicBool::new(false));
-    let (submitted, failures) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let submitted = Arc::new(AtomicUsize::new(0));
+    let failures = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
     let mut load = Vec::new();
     for worker in 0..8 {
         let (client, session) = (acme.clone(), session.clone());
@@ -298,12 +299,20 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
                     Ok((_, s)) => {
                         submitted.fetch_add(1, Ordering::Relaxed);
                         // Reads must answer too, whatever state Redis is in.
-                        if client.execution(&s.execution_id).await.is_err() {
-                            failures.fetch_add(1, Ordering::Relaxed);
+                        if let Err(e) = client.execution(&s.execution_id).await {
+                            let at = submitted.load(Ordering::Relaxed);
+                            failures.lock().unwrap().push(format!(
+                                "read of {} after {at} submissions: {e}",
+                                s.execution_id
+                            ));
                         }
                     }
-                    Err(_) => {
-                        failures.fetch_add(1, Ordering::Relaxed);
+                    Err(e) => {
+                        let at = submitted.load(Ordering::Relaxed);
+                        failures
+                            .lock()
+                            .unwrap()
+                            .push(format!("submission after {at}: {e}"));
                     }
                 }
             }
@@ -331,15 +340,16 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
     assert!(status.errors > 0, "the surface never noticed: {status:?}");
     redis.restart().unwrap();
     let at_restart = submitted.load(Ordering::Relaxed);
+    eprintln!("killed after {at_kill} submissions, restarted after {at_restart}");
     wait_for(at_restart + 200).await;
     stop.store(true, Ordering::Relaxed);
     for task in load {
         task.await.unwrap();
     }
-    assert_eq!(
-        failures.load(Ordering::Relaxed),
-        0,
-        "a submission or read failed"
+    let failures = failures.lock().unwrap().clone();
+    assert!(
+        failures.is_empty(),
+        "submissions or reads failed: {failures:#?}"
     );
     // Let every saga finish, then the surface catch up.
     let runtime = server.running.state.runtime.clone();
@@ -364,6 +374,80 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
     assert_eq!(
         metrics["projections"]["state_surface"]["last_error"],
         serde_json::Value::Null
+    );
+}
+
+// A Redis that lost its data under the runner (here: FLUSHALL; a restart without persistence
+// does the same) is not read as if it held the log: the runner only notices at its next
+// write, and until it has rebuilt, reads are answered from the runtime instead of as
+// "missing" (404) or with older values.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url(0);
+    let server = TestServer::start_with(|c: &mut ServerConfig| c.redis_url = Some(url))
+        .await
+        .unwrap();
+    let acme = tenant_client(&server, "acme").await;
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let echo = |n: u32| Intent::new("runtime.echo", &session, json!({"value": n, "steps": 3}));
+    let (_, first) = acme.submit(&echo(1)).await.unwrap();
+    let id = first.execution_id;
+    acme.wait_finished(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    caught_up(&server).await;
+    let fallbacks = || async {
+        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = fallbacks().await;
+
+    let client = redis::Client::open(redis.url(0)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let key = format!("t:{{acme}}:execution:{id}");
+    let () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    // Nothing new is logged, so the runner has no write to notice the loss with.
+    assert_eq!(acme.execution(&id).await.unwrap().status, "completed");
+    assert_eq!(
+        acme.runtime_state(&id).await.unwrap()["status"],
+        "completed"
+    );
+    assert_eq!(acme.session(&session).await.unwrap().session_id, session);
+    assert!(
+        fallbacks().await >= before + 3,
+        "the reads were not answered by the runtime"
+    );
+
+    // The next write finds the checkpoint gone and the runner rebuilds the surface.
+    let (_, second) = acme.submit(&echo(2)).await.unwrap();
+    acme.wait_finished(&second.execution_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(&key)
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        if raw.is_some() {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the surface was not rebuilt"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    caught_up(&server).await;
+    let settled = fallbacks().await;
+    assert_eq!(acme.execution(&id).await.unwrap().status, "completed");
+    assert_eq!(
+        fallbacks().await,
+        settled,
+        "the rebuilt surface did not answer"
     );
 }
 
