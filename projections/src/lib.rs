@@ -61,10 +61,14 @@ pub enum Error {
     )]
     Diverged { expected: u64, found: Option<u64> },
     #[error(
-        "the state surface holds the log up to LSN {found:?}, the read needs {wanted} \
-         (the store lost writes and is being rebuilt)"
+        "the state surface's checkpoint of tenant {tenant} is {found:?}, {wanted} was written \
+         (the store lost writes; it is rebuilt from the log)"
     )]
-    Behind { wanted: u64, found: Option<u64> },
+    Behind {
+        tenant: String,
+        wanted: u64,
+        found: Option<u64>,
+    },
     #[error("the projection store reports corruption: {0}; it is rebuilt from the log")]
     StoreCorrupt(String),
     #[error("rendering a view: {0}")]

@@ -125,8 +125,8 @@ impl StateStore {
         }
     }
 
-    /// Values of several keys as of one instant (Redis: one `MULTI`/`EXEC`, so every key
-    /// must live on one node; memory: under one lock hold).
+    /// Values of several keys as of one instant (Redis: one `MULTI`/`EXEC`, so the keys must
+    /// share a cluster slot; memory: under one lock hold).
     pub async fn get_atomic(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
         match self {
             Self::Memory(m) => Ok(m.get_many(keys)),

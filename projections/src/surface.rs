@@ -75,6 +75,34 @@ pub struct StateSurface {
     store: Arc<StateStore>,
     /// Per-tenant checkpoints known to be stored (loaded on first use; forgotten on error).
     known: HashMap<String, Lsn>,
+    /// The highest per-tenant checkpoint this surface has seen stored, shared with its
+    /// [`reader`](Self::reader)s (never lowered: a store that lost writes must catch up again).
+    written: Arc<Written>,
+}
+
+/// Per-tenant checkpoints a surface has seen stored.
+#[derive(Debug, Default)]
+pub struct Written(std::sync::Mutex<HashMap<String, Lsn>>);
+
+impl Written {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Lsn>> {
+        // Nothing panics while holding it; a poisoned map is still consistent.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn raise(&self, tenant: &str, lsn: Lsn) {
+        let mut map = self.lock();
+        match map.get_mut(tenant) {
+            Some(at) => *at = (*at).max(lsn),
+            None => {
+                map.insert(tenant.to_string(), lsn);
+            }
+        }
+    }
+
+    fn get(&self, tenant: &str) -> Option<Lsn> {
+        self.lock().get(tenant).copied()
+    }
 }
 
 impl StateSurface {
@@ -82,11 +110,22 @@ impl StateSurface {
         Self {
             store,
             known: HashMap::new(),
+            written: Arc::default(),
         }
     }
 
     pub fn store(&self) -> &Arc<StateStore> {
         &self.store
+    }
+
+    /// A reader of this surface's store that knows what this surface wrote, so
+    /// [`SurfaceReader::checked`] reads can tell a store that lost writes.
+    pub fn reader(&self) -> SurfaceReader {
+        SurfaceReader {
+            store: self.store.clone(),
+            written: self.written.clone(),
+            checked: false,
+        }
     }
 
     async fn load_checkpoints(&mut self, batch: &Batch) -> Result<()> {
@@ -102,6 +141,7 @@ impl StateSurface {
         let values = self.store.get_many(&keys).await?;
         for ((tenant, key), value) in unknown.into_iter().zip(&keys).zip(values) {
             let lsn = parse_lsn(key, value)?;
+            self.written.raise(tenant, lsn);
             self.known.insert(tenant.clone(), lsn);
         }
         Ok(())
@@ -197,6 +237,9 @@ impl Projection for StateSurface {
                     self.known.clear();
                     return Err(Error::Diverged { expected, found });
                 }
+                for (tenant, lsn) in &advanced {
+                    self.written.raise(tenant, *lsn);
+                }
                 self.known.extend(advanced);
                 Ok(())
             }
@@ -217,26 +260,36 @@ impl Projection for StateSurface {
 /// Reads of the state surface, tenant-scoped by construction: every key is built from the
 /// caller's tenant.
 ///
-/// With [`at_least`](Self::at_least), a read answers only if the store itself shows it holds
-/// the log up to that LSN: the value and the global checkpoint are read as of one instant,
-/// and a checkpoint below the bound is [`Error::Behind`]. The runner having written up to an
-/// LSN is not enough, because the store can lose writes under it (a Redis restarted without
-/// persistence, or from an older dump): until the runner notices and rebuilds, such a store
-/// answers "missing" or an older value for what the log already holds.
+/// A [`checked`](Self::checked) read answers only if the store itself shows it still holds
+/// what its surface wrote for the tenant: the value and the tenant's checkpoint key are read
+/// as of one instant (one `MULTI`/`EXEC`; both carry the tenant's hash tag, so one cluster
+/// slot), and a checkpoint below the highest one the surface wrote for that tenant (or none at
+/// all, for a tenant the surface has not written since it started) is [`Error::Behind`]. The
+/// runner having applied an LSN is not enough, because the store can lose writes under it (a
+/// Redis restarted without persistence, or from an older dump): until the runner notices at
+/// its next write and rebuilds, such a store answers "missing" or an older value for what the
+/// log holds.
 #[derive(Debug, Clone)]
 pub struct SurfaceReader {
     store: Arc<StateStore>,
-    at_least: Lsn,
+    written: Arc<Written>,
+    checked: bool,
 }
 
 impl SurfaceReader {
+    /// A reader that knows nothing of what was written (tools and tests; see
+    /// [`StateSurface::reader`]).
     pub fn new(store: Arc<StateStore>) -> Self {
-        Self { store, at_least: 0 }
+        Self {
+            store,
+            written: Arc::default(),
+            checked: false,
+        }
     }
 
-    /// This reader, answering only from a store that holds the log up to `lsn`.
-    pub fn at_least(mut self, lsn: Lsn) -> Self {
-        self.at_least = lsn;
+    /// This reader, answering only from a store that holds what its surface wrote.
+    pub fn checked(mut self) -> Self {
+        self.checked = true;
         self
     }
 
@@ -244,28 +297,33 @@ impl SurfaceReader {
         &self.store
     }
 
-    /// A key's value, checked against the reader's bound.
-    async fn get(&self, key: &str) -> Result<Option<String>> {
-        if self.at_least == 0 {
+    /// A key of `tenant`, checked when the reader is.
+    async fn get(&self, tenant: &str, key: &str) -> Result<Option<String>> {
+        if !self.checked {
             return self.store.get(key).await;
         }
-        let keys = [key.to_string(), GLOBAL_CHECKPOINT_KEY.to_string()];
+        let checkpoint_key = tenant_checkpoint_key(tenant);
+        let keys = [key.to_string(), checkpoint_key.clone()];
         let mut values = self.store.get_atomic(&keys).await?.into_iter();
         let (value, checkpoint) = (values.next().flatten(), values.next().flatten());
         let found = checkpoint
-            .map(|c| parse_lsn(GLOBAL_CHECKPOINT_KEY, Some(c)))
+            .map(|c| parse_lsn(&checkpoint_key, Some(c)))
             .transpose()?;
-        if found.unwrap_or(0) < self.at_least {
+        // Every tenant has at least its `tenant_created` event: a tenant with no checkpoint
+        // stored has lost it, whatever this surface wrote.
+        let wanted = self.written.get(tenant).unwrap_or(1);
+        if found.unwrap_or(0) < wanted {
             return Err(Error::Behind {
-                wanted: self.at_least,
+                tenant: tenant.to_string(),
+                wanted,
                 found,
             });
         }
         Ok(value)
     }
 
-    async fn json(&self, key: String) -> Result<Option<Value>> {
-        match self.get(&key).await? {
+    async fn json(&self, tenant: &str, key: String) -> Result<Option<Value>> {
+        match self.get(tenant, &key).await? {
             None => Ok(None),
             Some(text) => serde_json::from_str(&text)
                 .map(Some)
@@ -278,12 +336,12 @@ impl SurfaceReader {
 
     /// A session of `tenant`.
     pub async fn session(&self, tenant: &str, id: Id) -> Result<Option<Value>> {
-        self.json(session_key(tenant, id)).await
+        self.json(tenant, session_key(tenant, id)).await
     }
 
     /// An execution's full record.
     pub async fn execution_record(&self, tenant: &str, id: Id) -> Result<Option<Value>> {
-        self.json(execution_key(tenant, id)).await
+        self.json(tenant, execution_key(tenant, id)).await
     }
 
     /// An execution's status.
@@ -297,7 +355,7 @@ impl SurfaceReader {
     /// How many events of `tenant` the surface applied.
     pub async fn tenant_events(&self, tenant: &str) -> Result<u64> {
         let key = tenant_events_key(tenant);
-        let value = self.get(&key).await?;
+        let value = self.get(tenant, &key).await?;
         parse_lsn(&key, value)
     }
 }

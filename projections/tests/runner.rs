@@ -123,12 +123,14 @@ async fn a_damaged_surface_is_rebuilt_from_the_log() {
     runner.stop().await;
 }
 
-// A reader bound to an LSN answers only from a store whose own checkpoint reaches it: a store
-// that lost the runner's writes (cleared under it) is `Behind`, not "missing".
+// A checked reader answers only from a store that still holds what its surface wrote for
+// the tenant: a store that lost writes (cleared, or its checkpoint older) under a runner that
+// has not noticed yet is `Behind`, not "missing".
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_bound_reader_refuses_a_store_that_lost_writes() {
+async fn a_checked_reader_refuses_a_store_that_lost_writes() {
     use symphainy_projections::Error;
-    use symphainy_projections::surface::SurfaceReader;
+    use symphainy_projections::store::{Tx, Write};
+    use symphainy_projections::surface::{SurfaceReader, tenant_checkpoint_key};
 
     let dir = tempfile::tempdir().unwrap();
     let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
@@ -137,48 +139,72 @@ async fn a_bound_reader_refuses_a_store_that_lost_writes() {
         coalesce: Duration::from_secs(3600),
         ..RunnerConfig::default()
     };
-    let runner = Runner::start(
-        wal.clone(),
-        StateSurface::new(store.clone()),
-        State::default(),
-        config,
-    );
+    let surface = StateSurface::new(store.clone());
+    let reader = surface.reader();
+    let runner = Runner::start(wal.clone(), surface, State::default(), config);
     let w = wal.clone();
     tokio::task::spawn_blocking(move || synthetic_log(&w, 200))
         .await
         .unwrap();
     let target = wal.durable_lsn();
     assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
-    let reader = SurfaceReader::new(store.clone());
     let events = reader.tenant_events("acme").await.unwrap();
     assert!(events > 0);
     assert_eq!(
         reader
             .clone()
-            .at_least(target)
+            .checked()
             .tenant_events("acme")
             .await
             .unwrap(),
         events
     );
-    match reader
-        .clone()
-        .at_least(target + 1)
-        .tenant_events("acme")
+    let written: u64 = store
+        .get(&tenant_checkpoint_key("acme"))
         .await
-    {
-        Err(Error::Behind { wanted, found }) => {
-            assert_eq!((wanted, found), (target + 1, Some(target)));
-        }
-        other => panic!("a read past the store's checkpoint answered {other:?}"),
+        .unwrap()
+        .unwrap()
+        .parse()
+        .unwrap();
+    // The store goes back to an older checkpoint (a Redis restored from an older dump).
+    let set_checkpoint = |lsn: u64| Tx {
+        writes: vec![Write::Set(tenant_checkpoint_key("acme"), lsn.to_string())],
+    };
+    store.commit(&[set_checkpoint(written - 1)]).await.unwrap();
+    match reader.clone().checked().tenant_events("acme").await {
+        Err(Error::Behind {
+            tenant,
+            wanted,
+            found,
+        }) => assert_eq!(
+            (tenant.as_str(), wanted, found),
+            ("acme", written, Some(written - 1))
+        ),
+        other => panic!("an older store answered {other:?}"),
     }
+    store.commit(&[set_checkpoint(written)]).await.unwrap();
+    assert_eq!(
+        reader
+            .clone()
+            .checked()
+            .tenant_events("acme")
+            .await
+            .unwrap(),
+        events
+    );
     // The store loses everything; the runner, pausing, has not noticed.
     store.clear().await.unwrap();
     assert_eq!(runner.status().applied_lsn(), target);
     assert_eq!(reader.tenant_events("acme").await.unwrap(), 0);
-    match reader.at_least(target).tenant_events("acme").await {
+    match reader.clone().checked().tenant_events("acme").await {
         Err(Error::Behind { found: None, .. }) => {}
         other => panic!("a store that lost its writes answered {other:?}"),
     }
+    // A reader that knows nothing written still refuses a tenant with no checkpoint at all.
+    let blind = SurfaceReader::new(store.clone()).checked();
+    assert!(matches!(
+        blind.tenant_events("acme").await,
+        Err(Error::Behind { found: None, .. })
+    ));
     runner.stop().await;
 }

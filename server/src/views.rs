@@ -3,11 +3,11 @@
 //!
 //! Reads of sessions and executions go to the state surface once it has applied everything
 //! durable at the time of the request (read-your-writes), waiting at most
-//! [`Limits::state_read_wait_ms`](crate::app::Limits), and only if the store shows the same
-//! (its checkpoint, read with the value as of one instant, is at least that LSN: a Redis that
-//! restarted empty is caught before the runner notices). When the surface is failing or too
-//! far behind, the read is answered from the runtime's own fold of the same log and counted in
-//! `state.fallback_reads`: a projection outage never fails a read.
+//! [`Limits::state_read_wait_ms`](crate::app::Limits), and only if the store shows it still
+//! holds what the runner wrote (the tenant's checkpoint, read with the value as of one
+//! instant: a Redis that restarted empty is caught before the runner notices). When the
+//! surface is failing or too far behind, the read is answered from the runtime's own fold of
+//! the same log and counted in `state.fallback_reads`: a projection outage never fails a read.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -79,9 +79,11 @@ impl Projections {
         let (graph, graph_opened) = SledGraph::open_or_reset(graph_dir, aside_suffix)
             .with_context(|| format!("opening the graph view in {}", graph_dir.display()))?;
         let graph = Arc::new(graph);
+        let surface = StateSurface::new(store.clone());
+        let reader = surface.reader();
         let surface = Runner::start(
             wal.clone(),
-            StateSurface::new(store.clone()),
+            surface,
             recovered.clone(),
             runner_config(SURFACE_COALESCE),
         );
@@ -101,7 +103,7 @@ impl Projections {
             content,
             content_runner,
             blobs,
-            reader: SurfaceReader::new(store.clone()),
+            reader,
             store,
             surface,
             graph,
@@ -122,9 +124,9 @@ impl Projections {
         let healthy = self.surface.status().healthy();
         let target = self.wal.durable_lsn();
         if healthy && self.surface.wait_applied(target, wait).await {
-            // The store must show it holds `target` too: it may have lost writes the runner
-            // made (a restarted Redis) and not yet be rebuilt.
-            match read(self.reader.clone().at_least(target)).await {
+            // The store must show it still holds what the runner wrote: it may have lost
+            // writes (a restarted Redis) the runner has not noticed yet.
+            match read(self.reader.clone().checked()).await {
                 Ok(found) => return Some(found),
                 Err(e @ symphainy_projections::Error::Behind { .. }) => {
                     tracing::debug!(error = %e, "state surface behind; answering from the runtime")
