@@ -115,25 +115,34 @@ impl Projections {
     }
 
     /// Reads from the surface once it holds everything durable now; `None` means "ask the
-    /// runtime" (the surface is failing or did not catch up within `wait`).
+    /// runtime" (the surface is failing, or did not catch up and answer within `wait`: a
+    /// Redis that hangs without closing its connections holds a read no longer than that,
+    /// not for the client's whole response timeout).
     pub async fn read<F, Fut>(&self, wait: Duration, read: F) -> Option<Option<Value>>
     where
         F: FnOnce(SurfaceReader) -> Fut,
         Fut: Future<Output = symphainy_projections::Result<Option<Value>>>,
     {
+        let deadline = tokio::time::Instant::now() + wait;
         let healthy = self.surface.status().healthy();
         let target = self.wal.durable_lsn();
         if healthy && self.surface.wait_applied(target, wait).await {
             // The store must show it still holds what the runner wrote: it may have lost
             // writes (a restarted Redis) the runner has not noticed yet.
-            match read(self.reader.clone().checked()).await {
-                Ok(found) => return Some(found),
-                Err(e @ symphainy_projections::Error::Behind { .. }) => {
+            let answered =
+                tokio::time::timeout_at(deadline, read(self.reader.clone().checked())).await;
+            match answered {
+                Ok(Ok(found)) => return Some(found),
+                Ok(Err(e @ symphainy_projections::Error::Behind { .. })) => {
                     tracing::debug!(error = %e, "state surface behind; answering from the runtime")
                 }
-                Err(e) => {
+                Ok(Err(e)) => {
                     tracing::warn!(error = %e, "state surface read failed; answering from the runtime")
                 }
+                Err(_) => tracing::warn!(
+                    wait_ms = wait.as_millis() as u64,
+                    "state surface did not answer in time; answering from the runtime"
+                ),
             }
         }
         self.fallback_reads.fetch_add(1, Ordering::Relaxed);

@@ -377,6 +377,43 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
     );
 }
 
+// A Redis that hangs (stopped: its connections stay open and nothing is answered) holds a
+// read no longer than the read wait: the runtime answers, long before the store client's own
+// response timeout would end the read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hung_redis_holds_a_read_no_longer_than_the_read_wait() {
+    use symphainy_projections::store::REDIS_RESPONSE_TIMEOUT;
+
+    let redis = RedisServer::start().unwrap();
+    let url = redis.url(0);
+    let server = TestServer::start_with(|c: &mut ServerConfig| {
+        c.redis_url = Some(url);
+        c.limits.state_read_wait_ms = 200;
+    })
+    .await
+    .unwrap();
+    let acme = tenant_client(&server, "acme").await;
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let (_, submitted) = acme
+        .submit(&Intent::new(
+            "runtime.echo",
+            &session,
+            json!({"value": 1, "steps": 3}),
+        ))
+        .await
+        .unwrap();
+    let id = submitted.execution_id;
+    acme.wait_finished(&id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    caught_up(&server).await;
+    redis.freeze().unwrap();
+    let read = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT / 2, acme.execution(&id)).await;
+    redis.thaw().unwrap();
+    let status = read.expect("the read waited for the hung Redis").unwrap();
+    assert_eq!(status.status, "completed");
+}
+
 // A Redis that lost its data under the runner (here: FLUSHALL; a restart without persistence
 // does the same) is not read as if it held the log: the runner only notices at its next
 // write, and until it has rebuilt, reads are answered from the runtime instead of as

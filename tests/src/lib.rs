@@ -324,6 +324,30 @@ impl RedisServer {
         }
     }
 
+    /// Stops the process (SIGSTOP): its connections stay open and nothing is answered, as
+    /// with a hung server or a network that drops packets.
+    pub fn freeze(&self) -> anyhow::Result<()> {
+        self.signal("-STOP")
+    }
+
+    /// Lets a frozen server run again (SIGCONT).
+    pub fn thaw(&self) -> anyhow::Result<()> {
+        self.signal("-CONT")
+    }
+
+    fn signal(&self, signal: &str) -> anyhow::Result<()> {
+        let child = self
+            .child
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("redis-server is not running"))?;
+        let status = std::process::Command::new("kill")
+            .arg(signal)
+            .arg(child.id().to_string())
+            .status()?;
+        anyhow::ensure!(status.success(), "kill {signal} failed: {status}");
+        Ok(())
+    }
+
     /// Starts it again, empty, on the same port.
     pub fn restart(&mut self) -> anyhow::Result<()> {
         self.kill();
