@@ -437,6 +437,10 @@ function buildSubmitForm(form, sessionId, open) {
 
 // An execution's events start at its intent's LSN (`lsn` in its status): read the session's
 // WAL from there, not from the session's first event.
+// The events that end a saga.
+const SAGA_END_EVENTS = ["saga_completed", "saga_failed", "saga_compensated"];
+const endsSaga = (events) => events.length > 0 && SAGA_END_EVENTS.includes(events[events.length - 1].event_type);
+
 async function executionEvents(sessionId, executionId, fromLsn) {
   const found = [];
   let from = fromLsn || 0;
@@ -445,7 +449,7 @@ async function executionEvents(sessionId, executionId, fromLsn) {
     found.push(...p.events.filter((e) => e.execution_id === executionId));
     if (!p.events.length || p.next_lsn === from) break;
     from = p.next_lsn;
-    if (found.length && ["saga_completed", "saga_failed", "saga_compensated"].includes(found[found.length - 1].event_type)) break;
+    if (endsSaga(found)) break;
   }
   return found;
 }
@@ -488,8 +492,11 @@ async function viewExecution(executionId) {
         h("td", {}, h("pre", { text: JSON.stringify(e.data) })))), "No events found."));
   };
   try {
-    const s = await tenant.status(executionId);
+    let s = await tenant.status(executionId);
     const events = await executionEvents(s.session_id, executionId, s.lsn);
+    // The saga may have ended between the two reads: then no later event of it will come to
+    // the feed, so read the status again (it reflects at least what the log read saw).
+    if (!finishedStates.includes(s.status) && endsSaga(events)) s = await tenant.status(executionId);
     draw(s, events);
     if (finishedStates.includes(s.status)) return;
     let pending = null;

@@ -179,6 +179,24 @@ try {
   await page.locator("tr[data-step]").nth(15).locator(".badge", { hasText: "completed" }).waitFor({ timeout: WAIT_MS });
   await page.getByRole("heading", { name: "Result" }).waitFor({ timeout: WAIT_MS });
   check(true, "an execution's page follows it live until it completes");
+
+  // A saga that ends between the page's status read and its log read (here the status answer
+  // is made stale by hand): no later event of it will reach the live feed, so the page must
+  // read the status again instead of waiting for one.
+  const raced = await api(tokens.acme, "/intent/submit?wait_ms=10000", { method: "POST",
+    body: JSON.stringify({ intent_type: "runtime.echo", session_id: sessionId, payload: { value: "raced", steps: 2 } }) });
+  const racedId = raced.body.execution_id;
+  await page.route((url) => url.pathname === `/execution/${racedId}/status`, async (route) => {
+    const response = await route.fetch();
+    const stale = await response.json();
+    Object.assign(stale, { status: "running", finished_at: null, result: null });
+    stale.steps = stale.steps.map((st) => ({ ...st, status: "pending" }));
+    await route.fulfill({ response, json: stale });
+  }, { times: 1 });
+  await page.goto(`${base}/ui#/execution/${racedId}`);
+  await page.getByRole("heading", { name: "Result" }).waitFor({ timeout: WAIT_MS });
+  check(true, "a saga that ended between the page's two reads is shown ended");
+  await page.goBack();
   await page.goBack();
   await page.getByRole("heading", { name: "Saga timeline" }).waitFor({ timeout: WAIT_MS });
 
