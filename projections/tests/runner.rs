@@ -150,15 +150,8 @@ async fn a_checked_reader_refuses_a_store_that_lost_writes() {
     assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
     let events = reader.tenant_events("acme").await.unwrap();
     assert!(events > 0);
-    assert_eq!(
-        reader
-            .clone()
-            .checked()
-            .tenant_events("acme")
-            .await
-            .unwrap(),
-        events
-    );
+    let checked = || reader.clone().checked();
+    assert_eq!(checked().tenant_events("acme").await.unwrap(), events);
     let written: u64 = store
         .get(&tenant_checkpoint_key("acme"))
         .await
@@ -171,7 +164,7 @@ async fn a_checked_reader_refuses_a_store_that_lost_writes() {
         writes: vec![Write::Set(tenant_checkpoint_key("acme"), lsn.to_string())],
     };
     store.commit(&[set_checkpoint(written - 1)]).await.unwrap();
-    match reader.clone().checked().tenant_events("acme").await {
+    match checked().tenant_events("acme").await {
         Err(Error::Behind {
             tenant,
             wanted,
@@ -183,20 +176,12 @@ async fn a_checked_reader_refuses_a_store_that_lost_writes() {
         other => panic!("an older store answered {other:?}"),
     }
     store.commit(&[set_checkpoint(written)]).await.unwrap();
-    assert_eq!(
-        reader
-            .clone()
-            .checked()
-            .tenant_events("acme")
-            .await
-            .unwrap(),
-        events
-    );
+    assert_eq!(checked().tenant_events("acme").await.unwrap(), events);
     // The store loses everything; the runner, pausing, has not noticed.
     store.clear().await.unwrap();
     assert_eq!(runner.status().applied_lsn(), target);
     assert_eq!(reader.tenant_events("acme").await.unwrap(), 0);
-    match reader.clone().checked().tenant_events("acme").await {
+    match checked().tenant_events("acme").await {
         Err(Error::Behind { found: None, .. }) => {}
         other => panic!("a store that lost its writes answered {other:?}"),
     }

@@ -118,6 +118,29 @@ async fn tenant_client(server: &TestServer, tenant: &str) -> Client {
     server.tenant(tenant).await.unwrap()
 }
 
+/// A server whose state surface is on `redis` (database 0), with `adjust` applied to its
+/// configuration.
+async fn on_redis(redis: &RedisServer, adjust: impl FnOnce(&mut ServerConfig)) -> TestServer {
+    let url = redis.url(0);
+    TestServer::start_with(move |c: &mut ServerConfig| {
+        c.redis_url = Some(url);
+        adjust(c);
+    })
+    .await
+    .unwrap()
+}
+
+/// Runs a 3-step `runtime.echo` of `value` in `session` to its end; its execution id.
+async fn finished_echo(client: &Client, session: &str, value: u32) -> String {
+    let intent = Intent::new("runtime.echo", session, json!({"value": value, "steps": 3}));
+    let (_, submitted) = client.submit(&intent).await.unwrap();
+    client
+        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+        .await
+        .unwrap();
+    submitted.execution_id
+}
+
 /// Waits until both projections applied everything durable.
 /// Waits until both projections applied everything the runtime's state holds. The state
 /// applies an event before it is durable (deterministic steps' events are made durable with
@@ -151,15 +174,12 @@ async fn caught_up(server: &TestServer) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reads_come_from_the_redis_surface_and_graph_endpoints_work() {
     let redis = RedisServer::start().unwrap();
-    let url = redis.url(0);
-    let server = TestServer::start_with(|c: &mut ServerConfig| {
-        c.redis_url = Some(url);
+    let server = on_redis(&redis, |c| {
         // A loaded CI machine may take a while to apply a batch: wait rather than fall back,
         // since this test asserts every read came from the surface.
         c.limits.state_read_wait_ms = 10_000;
     })
-    .await
-    .unwrap();
+    .await;
     let acme = tenant_client(&server, "acme").await;
     let globex = tenant_client(&server, "globex").await;
     let session = acme.create_session(json!({"k": "v"})).await.unwrap();
@@ -273,10 +293,7 @@ async fn reads_come_from_the_redis_surface_and_graph_endpoints_work() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges() {
     let mut redis = RedisServer::start().unwrap();
-    let url = redis.url(0);
-    let server = TestServer::start_with(|c: &mut ServerConfig| c.redis_url = Some(url))
-        .await
-        .unwrap();
+    let server = on_redis(&redis, |_| {}).await;
     let acme = tenant_client(&server, "acme").await;
     let session = acme.create_session(json!({})).await.unwrap().session_id;
     let stop = Arc::new(AtomicBool::new(false));
@@ -385,27 +402,10 @@ async fn a_hung_redis_holds_a_read_no_longer_than_the_read_wait() {
     use symphainy_projections::store::REDIS_RESPONSE_TIMEOUT;
 
     let redis = RedisServer::start().unwrap();
-    let url = redis.url(0);
-    let server = TestServer::start_with(|c: &mut ServerConfig| {
-        c.redis_url = Some(url);
-        c.limits.state_read_wait_ms = 200;
-    })
-    .await
-    .unwrap();
+    let server = on_redis(&redis, |c| c.limits.state_read_wait_ms = 200).await;
     let acme = tenant_client(&server, "acme").await;
     let session = acme.create_session(json!({})).await.unwrap().session_id;
-    let (_, submitted) = acme
-        .submit(&Intent::new(
-            "runtime.echo",
-            &session,
-            json!({"value": 1, "steps": 3}),
-        ))
-        .await
-        .unwrap();
-    let id = submitted.execution_id;
-    acme.wait_finished(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let id = finished_echo(&acme, &session, 1).await;
     caught_up(&server).await;
     redis.freeze().unwrap();
     let read = tokio::time::timeout(REDIS_RESPONSE_TIMEOUT / 2, acme.execution(&id)).await;
@@ -421,18 +421,10 @@ async fn a_hung_redis_holds_a_read_no_longer_than_the_read_wait() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
     let redis = RedisServer::start().unwrap();
-    let url = redis.url(0);
-    let server = TestServer::start_with(|c: &mut ServerConfig| c.redis_url = Some(url))
-        .await
-        .unwrap();
+    let server = on_redis(&redis, |_| {}).await;
     let acme = tenant_client(&server, "acme").await;
     let session = acme.create_session(json!({})).await.unwrap().session_id;
-    let echo = |n: u32| Intent::new("runtime.echo", &session, json!({"value": n, "steps": 3}));
-    let (_, first) = acme.submit(&echo(1)).await.unwrap();
-    let id = first.execution_id;
-    acme.wait_finished(&id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    let id = finished_echo(&acme, &session, 1).await;
     caught_up(&server).await;
     let fallbacks = || async {
         server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
@@ -458,10 +450,7 @@ async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
     );
 
     // The next write finds the checkpoint gone and the runner rebuilds the surface.
-    let (_, second) = acme.submit(&echo(2)).await.unwrap();
-    acme.wait_finished(&second.execution_id, Duration::from_secs(10))
-        .await
-        .unwrap();
+    finished_echo(&acme, &session, 2).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
         let raw: Option<String> = redis::cmd("GET")
