@@ -435,12 +435,12 @@ function buildSubmitForm(form, sessionId, open) {
 
 // ---------------------------------------------------------------- one execution
 
-// An execution's events start at its intent's LSN (`lsn` in its status): read the session's
-// WAL from there, not from the session's first event.
 // The events that end a saga.
 const SAGA_END_EVENTS = ["saga_completed", "saga_failed", "saga_compensated"];
 const endsSaga = (events) => events.length > 0 && SAGA_END_EVENTS.includes(events[events.length - 1].event_type);
 
+// An execution's events start at its intent's LSN (`lsn` in its status): read the session's
+// WAL from there, not from the session's first event.
 async function executionEvents(sessionId, executionId, fromLsn) {
   const found = [];
   let from = fromLsn || 0;
