@@ -914,15 +914,34 @@ async fn content_upload(
         .into_response())
 }
 
-/// Lets the content index apply what is durable now (bounded wait).
-async fn content_caught_up(state: &AppState) {
+/// Lets the content index apply what is durable now (bounded wait); false if it did not.
+async fn content_caught_up(state: &AppState) -> bool {
     let target = state.wal.durable_lsn();
     state
         .projections
         .content_runner
         .wait_applied(target, state_read_wait(state))
-        .await;
+        .await
 }
+
+/// What a projection read answers for something it does not hold: 404 once the projection
+/// holds everything durable at the time of the request, but 503 `overloaded` (retry) while
+/// it is still behind, since the log may already name what was asked for.
+fn missing_from(caught_up: bool, projection: &str) -> AppError {
+    if caught_up {
+        AppError::not_found()
+    } else {
+        AppError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            format!("the {projection} is behind the log; retry shortly"),
+        )
+        .retry_after(PROJECTION_BEHIND_RETRY_AFTER_S)
+    }
+}
+
+/// `Retry-After` (seconds) of a read that found nothing while its projection was behind.
+pub const PROJECTION_BEHIND_RETRY_AFTER_S: u64 = 1;
 
 #[derive(Deserialize)]
 struct DocumentQuery {
@@ -937,7 +956,7 @@ async fn content_document(
     Query(query): Query<DocumentQuery>,
 ) -> Result<Response, AppError> {
     tenant_access(&state, &principal)?;
-    content_caught_up(&state).await;
+    let caught_up = content_caught_up(&state).await;
     let with_chunks = match query.include.as_deref() {
         None => false,
         Some("chunks") => true,
@@ -948,7 +967,7 @@ async fn content_document(
         .content
         .document_view(&principal.tenant_id, &id, with_chunks)
         .map(|v| axum::Json(v).into_response())
-        .ok_or_else(AppError::not_found)
+        .ok_or_else(|| missing_from(caught_up, "content index"))
 }
 
 #[derive(Deserialize)]
@@ -997,14 +1016,14 @@ async fn content_search(
 }
 
 /// Lets the graph view apply what is durable now (bounded wait), so a caller sees its own
-/// writes; past the wait the graph answers with what it has.
-async fn graph_caught_up(state: &AppState) {
+/// writes; past the wait the graph answers with what it has (false: it did not catch up).
+async fn graph_caught_up(state: &AppState) -> bool {
     let target = state.wal.durable_lsn();
     state
         .projections
         .graph_runner
         .wait_applied(target, state_read_wait(state))
-        .await;
+        .await
 }
 
 fn graph_error(e: symphainy_projections::Error) -> AppError {
@@ -1023,7 +1042,7 @@ async fn graph_vertex(
     let id = format!("{collection}/{key}");
     // A malformed id names no vertex.
     symphainy_projections::graph::parse_vertex_id(&id).map_err(|_| AppError::not_found())?;
-    graph_caught_up(&state).await;
+    let caught_up = graph_caught_up(&state).await;
     let graph = state.projections.graph.clone();
     let tenant = principal.tenant_id.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -1034,7 +1053,7 @@ async fn graph_vertex(
     .map_err(graph_error)?;
     found
         .map(|v| axum::Json(v).into_response())
-        .ok_or_else(AppError::not_found)
+        .ok_or_else(|| missing_from(caught_up, "graph view"))
 }
 
 #[derive(Deserialize)]
@@ -1072,7 +1091,7 @@ async fn graph_traverse(
             state.limits.graph_depth_max
         )));
     }
-    graph_caught_up(&state).await;
+    let caught_up = graph_caught_up(&state).await;
     let graph = state.projections.graph.clone();
     let tenant = principal.tenant_id.clone();
     let found = tokio::task::spawn_blocking(move || {
@@ -1081,7 +1100,7 @@ async fn graph_traverse(
     .await
     .map_err(AppError::internal)?
     .map_err(graph_error)?;
-    let t = found.ok_or_else(AppError::not_found)?;
+    let t = found.ok_or_else(|| missing_from(caught_up, "graph view"))?;
     Ok(
         axum::Json(json!({"vertices": t.vertices, "edges": t.edges, "truncated": t.truncated}))
             .into_response(),

@@ -394,6 +394,56 @@ async fn redis_killed_mid_load_ingestion_never_stops_and_the_surface_converges()
     );
 }
 
+// A graph or content read that finds nothing while its projection is still behind the log is
+// answered 503 `overloaded` with Retry-After, not 404: the log may already hold what was
+// asked for (here a finished execution and the document of an upload).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_projection_behind_the_log_answers_retry_not_missing() {
+    let server = TestServer::start().await.unwrap();
+    let acme = tenant_client(&server, "acme").await;
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let projections = &server.running.state.projections;
+    // Caught up, a vertex that does not exist is missing.
+    let absent = "01ARZ3NDEKTSV4RRFFQ69G5FAV";
+    let err = acme.graph_vertex("executions", absent).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    let err = acme.document(absent).await.unwrap_err();
+    assert_eq!(err.status(), Some(404), "{err}");
+    // The graph view and the content index stop following the log.
+    projections.graph_runner.stop().await;
+    projections.content_runner.stop().await;
+    let id = finished_echo(&acme, &session, 1).await;
+    let err = acme.graph_vertex("executions", &id).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(503), Some("overloaded")),
+        "{err}"
+    );
+    let err = acme
+        .graph_traverse(&format!("executions/{id}"), "any", 1)
+        .await
+        .unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(503), Some("overloaded")),
+        "{err}"
+    );
+    let err = acme.document(absent).await.unwrap_err();
+    assert_eq!(
+        (err.status(), err.code()),
+        (Some(503), Some("overloaded")),
+        "{err}"
+    );
+    let raw = reqwest::Client::new()
+        .get(format!("{}/graph/vertex/executions/{id}", server.base))
+        .bearer_auth(acme.token())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(raw.status().as_u16(), 503);
+    assert_eq!(raw.headers()["retry-after"], "1");
+}
+
 // A Redis that hangs (stopped: its connections stay open and nothing is answered) holds a
 // read no longer than the read wait: the runtime answers, long before the store client's own
 // response timeout would end the read.
