@@ -310,8 +310,9 @@ impl SurfaceReader {
             .map(|c| parse_lsn(&checkpoint_key, Some(c)))
             .transpose()?;
         // Every tenant has at least its `tenant_created` event: a tenant with no checkpoint
-        // stored has lost it, whatever this surface wrote.
-        let wanted = self.written.get(tenant).unwrap_or(1);
+        // stored has lost it, whatever this surface wrote or loaded (a checkpoint loaded from
+        // a store that had just lost it is 0).
+        let wanted = self.written.get(tenant).unwrap_or(0).max(1);
         if found.unwrap_or(0) < wanted {
             return Err(Error::Behind {
                 tenant: tenant.to_string(),
