@@ -313,26 +313,23 @@ impl RedisStore {
     }
 
     async fn get_many(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
-        if keys.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut conn = self.conn.clone();
-        let mut pipe = redis::pipe();
-        for k in keys {
-            pipe.cmd("GET").arg(k);
-        }
-        let values: Vec<Option<String>> = pipe.query_async(&mut conn).await?;
-        self.ops.get.fetch_add(keys.len() as u64, Ordering::Relaxed);
-        Ok(values)
+        self.gets(keys, false).await
     }
 
     async fn get_atomic(&self, keys: &[String]) -> Result<Vec<Option<String>>> {
+        self.gets(keys, true).await
+    }
+
+    /// One `GET` per key in one round trip; `atomic`: inside one `MULTI`/`EXEC`.
+    async fn gets(&self, keys: &[String], atomic: bool) -> Result<Vec<Option<String>>> {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
         let mut conn = self.conn.clone();
         let mut pipe = redis::pipe();
-        pipe.atomic();
+        if atomic {
+            pipe.atomic();
+        }
         for k in keys {
             pipe.cmd("GET").arg(k);
         }

@@ -8,42 +8,49 @@ use symphainy_engine::State;
 use symphainy_engine::testing::synthetic_log;
 use symphainy_projections::runner::{Runner, RunnerConfig};
 use symphainy_projections::store::StateStore;
-use symphainy_projections::surface::StateSurface;
+use symphainy_projections::surface::{StateSurface, SurfaceReader};
 use symphainy_wal::{Config, Log, Wal};
+
+/// A log in a fresh directory and a state surface on `store` following it with `config`.
+fn surface_runner(
+    store: &Arc<StateStore>,
+    config: RunnerConfig,
+) -> (tempfile::TempDir, Arc<Wal>, Runner, SurfaceReader) {
+    let dir = tempfile::tempdir().unwrap();
+    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
+    let surface = StateSurface::new(store.clone());
+    let reader = surface.reader();
+    let runner = Runner::start(wal.clone(), surface, State::default(), config);
+    (dir, wal, runner, reader)
+}
+
+/// Appends `intents` generated intents to `wal`; the durable LSN after them.
+async fn append(wal: &Arc<Wal>, intents: u64) -> u64 {
+    let w = wal.clone();
+    tokio::task::spawn_blocking(move || synthetic_log(&w, intents))
+        .await
+        .unwrap();
+    wal.durable_lsn()
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_waiting_reader_cuts_the_coalescing_pause_short() {
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
     let config = RunnerConfig {
         coalesce: Duration::from_secs(3600),
         ..RunnerConfig::default()
     };
-    let runner = Runner::start(
-        wal.clone(),
-        StateSurface::new(Arc::new(StateStore::memory())),
-        State::default(),
-        config,
-    );
+    let (_dir, wal, runner, _) = surface_runner(&Arc::new(StateStore::memory()), config);
     // A short batch, watched without asking for a flush: once it is written the runner
     // pauses for an hour.
     let mut applied = runner.applied();
-    let w = wal.clone();
-    tokio::task::spawn_blocking(move || synthetic_log(&w, 500))
-        .await
-        .unwrap();
-    let target = wal.durable_lsn();
+    let target = append(&wal, 500).await;
     tokio::time::timeout(Duration::from_secs(30), applied.wait_for(|a| *a >= target))
         .await
         .expect("the runner applies what is there when it starts")
         .unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // More events arrive during the pause; a reader waiting for them gets them now.
-    let w = wal.clone();
-    tokio::task::spawn_blocking(move || synthetic_log(&w, 500))
-        .await
-        .unwrap();
-    let target = wal.durable_lsn();
+    let target = append(&wal, 500).await;
     assert!(
         runner.wait_applied(target, Duration::from_secs(20)).await,
         "the reader waited for the coalescing pause"
@@ -58,36 +65,24 @@ async fn a_waiting_reader_cuts_the_coalescing_pause_short() {
 async fn a_damaged_surface_is_rebuilt_from_the_log() {
     use symphainy_projections::store::{Tx, Write};
     use symphainy_projections::surface::{
-        GLOBAL_CHECKPOINT_KEY, SurfaceReader, tenant_checkpoint_key, tenant_events_key,
+        GLOBAL_CHECKPOINT_KEY, tenant_checkpoint_key, tenant_events_key,
     };
     use symphainy_projections::testing::tenant_event_counts;
 
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
     let store = Arc::new(StateStore::memory());
     let config = RunnerConfig {
         backoff_min: Duration::from_millis(1),
         backoff_max: Duration::from_millis(20),
         ..RunnerConfig::default()
     };
-    let runner = Runner::start(
-        wal.clone(),
-        StateSurface::new(store.clone()),
-        State::default(),
-        config,
-    );
-    let reader = SurfaceReader::new(store.clone());
+    let (_dir, wal, runner, reader) = surface_runner(&store, config);
     let damages = [
         tenant_events_key("acme"),
         tenant_checkpoint_key("acme"),
         GLOBAL_CHECKPOINT_KEY.to_string(),
     ];
     for key in damages {
-        let w = wal.clone();
-        tokio::task::spawn_blocking(move || synthetic_log(&w, 300))
-            .await
-            .unwrap();
-        let target = wal.durable_lsn();
+        let target = append(&wal, 300).await;
         assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
         store
             .commit(&[Tx {
@@ -95,11 +90,7 @@ async fn a_damaged_surface_is_rebuilt_from_the_log() {
             }])
             .await
             .unwrap();
-        let w = wal.clone();
-        tokio::task::spawn_blocking(move || synthetic_log(&w, 300))
-            .await
-            .unwrap();
-        let target = wal.durable_lsn();
+        let target = append(&wal, 300).await;
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             let counted = tenant_event_counts(wal.as_ref(), target);
@@ -130,23 +121,15 @@ async fn a_damaged_surface_is_rebuilt_from_the_log() {
 async fn a_checked_reader_refuses_a_store_that_lost_writes() {
     use symphainy_projections::Error;
     use symphainy_projections::store::{Tx, Write};
-    use symphainy_projections::surface::{SurfaceReader, tenant_checkpoint_key};
+    use symphainy_projections::surface::tenant_checkpoint_key;
 
-    let dir = tempfile::tempdir().unwrap();
-    let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
     let store = Arc::new(StateStore::memory());
     let config = RunnerConfig {
         coalesce: Duration::from_secs(3600),
         ..RunnerConfig::default()
     };
-    let surface = StateSurface::new(store.clone());
-    let reader = surface.reader();
-    let runner = Runner::start(wal.clone(), surface, State::default(), config);
-    let w = wal.clone();
-    tokio::task::spawn_blocking(move || synthetic_log(&w, 200))
-        .await
-        .unwrap();
-    let target = wal.durable_lsn();
+    let (_dir, wal, runner, reader) = surface_runner(&store, config);
+    let target = append(&wal, 200).await;
     assert!(runner.wait_applied(target, Duration::from_secs(20)).await);
     let events = reader.tenant_events("acme").await.unwrap();
     assert!(events > 0);

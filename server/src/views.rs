@@ -44,6 +44,7 @@ use symphainy_wal::{Log, Wal};
 #[derive(Debug)]
 pub struct Projections {
     pub store: Arc<StateStore>,
+    /// Checked reads of the state surface (see [`SurfaceReader::checked`]).
     pub reader: SurfaceReader,
     pub surface: Runner,
     pub graph: Arc<SledGraph>,
@@ -80,7 +81,9 @@ impl Projections {
             .with_context(|| format!("opening the graph view in {}", graph_dir.display()))?;
         let graph = Arc::new(graph);
         let surface = StateSurface::new(store.clone());
-        let reader = surface.reader();
+        // Every read is checked: the store must show it still holds what the runner wrote
+        // (it may have lost writes, e.g. a restarted Redis, the runner has not noticed yet).
+        let reader = surface.reader().checked();
         let surface = Runner::start(
             wal.clone(),
             surface,
@@ -127,10 +130,7 @@ impl Projections {
         let healthy = self.surface.status().healthy();
         let target = self.wal.durable_lsn();
         if healthy && self.surface.wait_applied(target, wait).await {
-            // The store must show it still holds what the runner wrote: it may have lost
-            // writes (a restarted Redis) the runner has not noticed yet.
-            let answered =
-                tokio::time::timeout_at(deadline, read(self.reader.clone().checked())).await;
+            let answered = tokio::time::timeout_at(deadline, read(self.reader.clone())).await;
             match answered {
                 Ok(Ok(found)) => return Some(found),
                 Ok(Err(e @ symphainy_projections::Error::Behind { .. })) => {
