@@ -75,6 +75,8 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
             "fsync_p50_us": stats.fsync_us.quantile(0.5),
             "fsync_p99_us": stats.fsync_us.quantile(0.99),
             "batch_size_avg": stats.batch_size_avg(),
+            "fsyncs": stats.batches.load(Ordering::Relaxed),
+            "encoder_fsyncs": stats.encoder_syncs.load(Ordering::Relaxed),
             "append_p99_us": stats.append_us.quantile(0.99),
             "durable_lsn": durable,
         },
@@ -143,6 +145,13 @@ pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
         ("wal_durable_lsn", "durable_lsn"),
     ] {
         let _ = writeln!(out, "# TYPE symphainy_{name} gauge");
+        line(&mut out, name, "", &wal[key]);
+    }
+    for (name, key) in [
+        ("wal_fsyncs_total", "fsyncs"),
+        ("wal_encoder_fsyncs_total", "encoder_fsyncs"),
+    ] {
+        let _ = writeln!(out, "# TYPE symphainy_{name} counter");
         line(&mut out, name, "", &wal[key]);
     }
     let _ = writeln!(out, "# TYPE symphainy_wal_events_total counter");

@@ -207,3 +207,100 @@ async fn tenants_are_isolated() {
     let mine = acme.metrics().await.unwrap();
     assert_eq!(mine["executions_by_status"]["completed"], 1);
 }
+
+// Every metric CONTRACT section 7 names is in `/runtime/metrics` with a value that follows
+// from the work done, and `/metrics` has the same as `symphainy_` series, with no token and no
+// tenant label; the WAL's fsync counts add up (the encoder's own are a part of all of them).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_cover_the_contract_in_json_and_prometheus() {
+    let server = TestServer::start().await.unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap();
+    for value in ["a", "b"] {
+        let (_, submitted) = acme
+            .submit(&Intent::new(
+                "runtime.echo",
+                &session.session_id,
+                json!({"value": value, "steps": 2}),
+            ))
+            .await
+            .unwrap();
+        let done = acme
+            .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert_eq!(done.status, "completed");
+    }
+    let m = server.admin().metrics().await.unwrap();
+    let wal = &m["wal"];
+    assert_eq!(wal["events_by_type"]["intent_received"], 2, "{m}");
+    assert_eq!(wal["events_by_type"]["step_completed"], 4, "{m}");
+    assert!(wal["bytes"].as_u64().unwrap() > 0, "{m}");
+    assert!(wal["segments"].as_u64().unwrap() >= 1, "{m}");
+    for key in ["growth_bytes_per_sec", "fsync_p50_us", "fsync_p99_us"] {
+        assert!(wal[key].as_f64().is_some(), "wal.{key}: {m}");
+    }
+    assert!(wal["batch_size_avg"].as_f64().unwrap() >= 1.0, "{m}");
+    let fsyncs = wal["fsyncs"].as_u64().unwrap();
+    let by_encoder = wal["encoder_fsyncs"].as_u64().unwrap();
+    assert!(fsyncs >= 1 && by_encoder <= fsyncs, "{m}");
+    for step in ["runtime.echo/echo_1", "runtime.echo/echo_2"] {
+        let s = &m["saga"]["steps"][step];
+        assert_eq!(
+            (&s["count"], &s["success"], &s["failure"]),
+            (&json!(2), &json!(2), &json!(0)),
+            "{m}"
+        );
+        assert!(s["p50_ms"].is_u64() && s["p99_ms"].is_u64(), "{m}");
+    }
+    assert_eq!(m["executions_by_status"]["completed"], 2, "{m}");
+    for op in ["get", "set", "delete"] {
+        assert!(m["state"]["ops"][op].is_u64(), "state.ops.{op}: {m}");
+    }
+    assert!(m["state"]["keys"].is_u64(), "{m}");
+    for p in ["state_surface", "graph_view", "content_index"] {
+        let p = &m["projections"][p];
+        assert!(p["applied_lsn"].is_u64() && p["lag_events"].is_u64(), "{m}");
+    }
+
+    let text = reqwest::get(format!("{}/metrics", server.base))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        assert!(line.starts_with("symphainy_"), "{line}");
+        assert!(
+            !line.contains("tenant=") && !line.contains("acme"),
+            "{line}"
+        );
+    }
+    let series = [
+        "symphainy_wal_events_total{type=\"intent_received\"} 2",
+        "symphainy_wal_bytes ",
+        "symphainy_wal_segments ",
+        "symphainy_wal_growth_bytes_per_sec ",
+        "symphainy_wal_fsync_p50_us ",
+        "symphainy_wal_fsync_p99_us ",
+        "symphainy_wal_batch_size_avg ",
+        "symphainy_wal_fsyncs_total ",
+        "symphainy_wal_encoder_fsyncs_total ",
+        "symphainy_saga_steps_total{capability=\"runtime.echo\",step=\"echo_1\",outcome=\"success\"} 2",
+        "symphainy_saga_step_p50_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
+        "symphainy_saga_step_p99_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
+        "symphainy_executions{status=\"completed\"} 2",
+        "symphainy_state_ops_total{op=\"get\"} ",
+        "symphainy_state_ops_total{op=\"set\"} ",
+        "symphainy_state_ops_total{op=\"delete\"} ",
+        "symphainy_state_keys ",
+        "symphainy_projection_applied_lsn{projection=\"graph_view\"} ",
+        "symphainy_projection_lag_events{projection=\"state_surface\"} ",
+    ];
+    for s in series {
+        assert!(
+            text.lines().any(|l| l.starts_with(s)),
+            "missing {s:?} in\n{text}"
+        );
+    }
+}

@@ -85,6 +85,8 @@ pub struct Stats {
     pub bytes: AtomicU64,
     /// fdatasync calls that made appends durable (one per group of written batches).
     pub batches: AtomicU64,
+    /// Of `batches`, those the encoder synced itself (nothing else queued or syncing).
+    pub encoder_syncs: AtomicU64,
     /// Segments created.
     pub segments_created: AtomicU64,
     /// fdatasync latency, microseconds.

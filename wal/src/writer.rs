@@ -1,12 +1,14 @@
 //! The group-commit writer: one thread owns the active segment file. Appenders queue requests
 //! on a bounded channel; the writer drains what is waiting (up to `batch_bytes_max`), encodes
 //! every record into one buffer, issues one write and one fdatasync, and only then publishes
-//! the durable LSN and answers the appenders. A failed write or fsync poisons the writer: the
+//! the durable LSN and answers the appenders. The fdatasync is the syncer thread's, so the
+//! encoder writes the next batch meanwhile; when nothing else is queued or syncing, the
+//! encoder issues it itself (a lone append then crosses one thread fewer). A failed write or fsync poisons the writer: the
 //! whole batch fails and nothing is acknowledged afterwards.
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -203,6 +205,8 @@ struct Pipeline {
     poison: Mutex<Option<String>>,
     /// The durable LSN as the encoder sees it (for `unsynced_depth`).
     durable: AtomicU64,
+    /// Jobs handed to the syncer and not answered yet.
+    outstanding: AtomicUsize,
 }
 
 impl Pipeline {
@@ -248,33 +252,41 @@ fn run_syncer(pipeline: Arc<Pipeline>, jobs: std_mpsc::Receiver<SyncJob>) {
                 Err(_) => break,
             }
         }
-        let mut result = match pipeline.poisoned() {
-            Some(reason) => Err(reason),
-            None => Ok(()),
-        };
-        if result.is_ok() {
-            // Jobs arrive in file order; one fdatasync per distinct file covers them all.
-            let mut synced: Vec<&Arc<dyn FileHandle>> = Vec::new();
-            for job in &group {
-                if synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
-                    continue;
-                }
-                let started = Instant::now();
-                if let Err(e) = job.file.sync_data() {
-                    let reason = format!("fdatasync of the active segment: {e}");
-                    pipeline.poison(reason.clone());
-                    result = Err(reason);
-                    break;
-                }
-                pipeline
-                    .stats
-                    .fsync_us
-                    .record(started.elapsed().as_micros() as u64);
-                synced.push(&job.file);
-            }
-        }
-        finish_group(&pipeline, &mut group, result);
+        let taken = group.len();
+        sync_group(&pipeline, &mut group);
+        pipeline.outstanding.fetch_sub(taken, Ordering::AcqRel);
     }
+}
+
+/// Makes a group of written batches durable (one fdatasync per distinct file) and answers
+/// their appenders.
+fn sync_group(pipeline: &Pipeline, group: &mut Vec<SyncJob>) {
+    let mut result = match pipeline.poisoned() {
+        Some(reason) => Err(reason),
+        None => Ok(()),
+    };
+    if result.is_ok() {
+        // Jobs arrive in file order; one fdatasync per distinct file covers them all.
+        let mut synced: Vec<&Arc<dyn FileHandle>> = Vec::new();
+        for job in group.iter() {
+            if synced.iter().any(|f| Arc::ptr_eq(f, &job.file)) {
+                continue;
+            }
+            let started = Instant::now();
+            if let Err(e) = job.file.sync_data() {
+                let reason = format!("fdatasync of the active segment: {e}");
+                pipeline.poison(reason.clone());
+                result = Err(reason);
+                break;
+            }
+            pipeline
+                .stats
+                .fsync_us
+                .record(started.elapsed().as_micros() as u64);
+            synced.push(&job.file);
+        }
+    }
+    finish_group(pipeline, group, result);
 }
 
 fn finish_group(
@@ -381,6 +393,7 @@ impl Writer {
             stats,
             poison: Mutex::new(None),
             durable: AtomicU64::new(resume.next_lsn - 1),
+            outstanding: AtomicUsize::new(0),
         });
         let (jobs, receiver) = std_mpsc::sync_channel(SYNC_QUEUE_JOBS_MAX);
         let syncer_pipeline = pipeline.clone();
@@ -432,7 +445,8 @@ impl Writer {
                 let waited = picked_up.duration_since(request.enqueued).as_micros() as u64;
                 self.pipeline.stats.queue_us.record(waited);
             }
-            self.serve(batch);
+            let idle = requests.is_empty();
+            self.serve(batch, idle);
         }
         if let Some((jobs, thread)) = self.syncer.take() {
             drop(jobs);
@@ -440,14 +454,14 @@ impl Writer {
         }
     }
 
-    fn serve(&mut self, batch: Vec<Request>) {
+    fn serve(&mut self, batch: Vec<Request>, idle: bool) {
         if let Some(reason) = self.pipeline.poisoned() {
             for request in batch {
                 let _ = request.reply.send(Err(Error::Poisoned(reason.clone())));
             }
             return;
         }
-        if let Err(error) = self.encode_and_write(batch) {
+        if let Err(error) = self.encode_and_write(batch, idle) {
             self.pipeline.poison(error.to_string());
             let reason = self.pipeline.poisoned().unwrap_or_default();
             for (request, _) in self.encoded.drain(..) {
@@ -457,13 +471,13 @@ impl Writer {
     }
 
     /// Encodes every record of the batch and writes it; the syncer makes it durable.
-    fn encode_and_write(&mut self, batch: Vec<Request>) -> Result<()> {
+    fn encode_and_write(&mut self, batch: Vec<Request>, idle: bool) -> Result<()> {
         for request in batch {
             let first = self.next_lsn;
             for record in &request.records {
                 let frame_bytes = (FRAME_HEADER_BYTES + record.payload.len()) as u64;
                 if self.base + self.buf.len() as u64 + frame_bytes > self.segment_bytes {
-                    self.write_and_hand_off(true)?;
+                    self.write_and_hand_off(true, false)?;
                     self.roll_over()
                         .map_err(|e| Error::io("rolling over to a new segment", e))?;
                 }
@@ -475,7 +489,7 @@ impl Writer {
             };
             self.encoded.push((request.into_waiter(), range));
         }
-        self.write_and_hand_off(false)
+        self.write_and_hand_off(false, idle)
     }
 
     fn encode(&mut self, record: &Record) {
@@ -497,7 +511,7 @@ impl Writer {
 
     /// Writes the buffered frames and hands them to the syncer. With `seal`, waits until the
     /// syncer has made everything so far durable (a new segment may only follow a durable one).
-    fn write_and_hand_off(&mut self, seal: bool) -> Result<()> {
+    fn write_and_hand_off(&mut self, seal: bool, idle: bool) -> Result<()> {
         let file = self.file.clone().ok_or(Error::Closed)?;
         let fresh = self.buf.len() - self.written_len;
         let end = self.base + self.buf.len() as u64;
@@ -537,7 +551,24 @@ impl Writer {
         if job.requests.is_empty() && job.barrier.is_none() {
             return Ok(());
         }
+        // Somebody waits, nothing else is queued and the syncer has nothing: fdatasync here,
+        // one thread handoff fewer on the path of a lone append. (Every batch handed over
+        // before has been answered, so the durable LSN still advances in order.) Under load
+        // the syncer takes the batch and the encoder goes on writing the next one.
+        if job.urgent
+            && idle
+            && job.barrier.is_none()
+            && self.pipeline.outstanding.load(Ordering::Acquire) == 0
+        {
+            self.pipeline
+                .stats
+                .encoder_syncs
+                .fetch_add(1, Ordering::Relaxed);
+            sync_group(&self.pipeline, &mut vec![job]);
+            return Ok(());
+        }
         let (jobs, _) = self.syncer.as_ref().ok_or(Error::Closed)?;
+        self.pipeline.outstanding.fetch_add(1, Ordering::AcqRel);
         jobs.send(job)
             .map_err(|_| Error::Poisoned("the syncer thread stopped".into()))?;
         if let Some(sealed) = sealed
