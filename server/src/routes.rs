@@ -1002,7 +1002,8 @@ async fn content_search(
                 AppError::bad_request(format!("k must be a number from 1 to {SEARCH_K_MAX}"))
             })?,
     };
-    content_caught_up(&state).await;
+    // Past its read wait the index answers with what it holds, and says so.
+    let partial = !content_caught_up(&state).await;
     let index = state.projections.content.clone();
     let tenant = principal.tenant_id.clone();
     let hits = tokio::task::spawn_blocking(move || index.search(&tenant, &q, k))
@@ -1012,7 +1013,7 @@ async fn content_search(
         .into_iter()
         .map(|h| json!({"document_id": h.document_id, "chunk_id": h.chunk_id, "score": h.score, "text": h.text}))
         .collect();
-    Ok(axum::Json(json!({ "results": results })).into_response())
+    Ok(axum::Json(json!({ "results": results, "partial": partial })).into_response())
 }
 
 /// Lets the graph view apply what is durable now (bounded wait), so a caller sees its own

@@ -409,6 +409,18 @@ async fn a_projection_behind_the_log_answers_retry_not_missing() {
     assert_eq!(err.status(), Some(404), "{err}");
     let err = acme.document(absent).await.unwrap_err();
     assert_eq!(err.status(), Some(404), "{err}");
+    let search = |acme: &symphainy_sdk::Client| {
+        let acme = acme.clone();
+        async move {
+            let (status, body) = acme
+                .raw(reqwest::Method::GET, "/content/search?q=anything", None)
+                .await
+                .unwrap();
+            assert_eq!(status, 200, "{body}");
+            body["partial"].clone()
+        }
+    };
+    assert_eq!(search(&acme).await, json!(false));
     // The graph view and the content index stop following the log.
     projections.graph_runner.stop().await;
     projections.content_runner.stop().await;
@@ -434,6 +446,8 @@ async fn a_projection_behind_the_log_answers_retry_not_missing() {
         (Some(503), Some("overloaded")),
         "{err}"
     );
+    // A search answers with what the index holds, and says it may miss something.
+    assert_eq!(search(&acme).await, json!(true));
     let raw = reqwest::Client::new()
         .get(format!("{}/graph/vertex/executions/{id}", server.base))
         .bearer_auth(acme.token())
