@@ -731,6 +731,32 @@ impl<L: Log> Runtime<L> {
     /// `saga_started` durably, then drive the saga. Duplicates of an idempotency key get the
     /// first answer and append nothing.
     pub async fn submit_intent(self: &Arc<Self>, intent: SubmitIntent) -> Result<Submitted> {
+        self.ingest(intent, Durability::Now).await
+    }
+
+    /// [`Runtime::submit_intent`] for a caller that then waits up to `wait` for the execution
+    /// to finish; true when it did. The intent's events start no fdatasync of their own: the
+    /// saga's end (which does) makes them durable with it, one fdatasync for a saga that ends
+    /// at once instead of two, or the log within `symphainy_wal::LAZY_SYNC_DELAY`. Nothing
+    /// is answered before the intent is durable, either way.
+    pub async fn submit_and_wait(
+        self: &Arc<Self>,
+        intent: SubmitIntent,
+        wait: Duration,
+    ) -> Result<(Submitted, bool)> {
+        let tenant_id = intent.tenant_id.clone();
+        let submitted = self.ingest(intent, Durability::WithNext).await?;
+        let finished = self
+            .wait_finished(&tenant_id, submitted.execution_id, wait)
+            .await?;
+        Ok((submitted, finished))
+    }
+
+    async fn ingest(
+        self: &Arc<Self>,
+        intent: SubmitIntent,
+        durability: Durability,
+    ) -> Result<Submitted> {
         let payload_json = intent.payload.to_string();
         if payload_json.len() > self.config.payload_bytes_max {
             return Err(Error::LimitExceeded(format!(
@@ -765,7 +791,7 @@ impl<L: Log> Runtime<L> {
             .map_err(Error::InvalidRequest)?;
         let now = self.now();
         let (intent_id, execution_id) = (self.ids.next_id(now), self.ids.next_id(now));
-        let (committed, submitted) = self.commit(|state, now| {
+        let (committed, submitted) = self.commit_as(durability, |state, now| {
             let tenant = &intent.tenant_id;
             if let Some(key) = &intent.idempotency_key
                 && let Some(existing) = state

@@ -358,3 +358,61 @@ async fn echo_passes_value_through_steps() {
     );
     assert_eq!(execution.steps.len(), 3);
 }
+
+// A submission whose caller waits for the saga is made durable by the saga's end: one
+// fdatasync for a saga that ends at once, where answering at submission takes up to two (the
+// intent's, then the end's, unless the end was written before the intent's began). Each answer still comes only once everything it reports is
+// durable: a power loss right after the last answer keeps every execution, completed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
+    use std::sync::atomic::Ordering::Relaxed;
+    use symphainy_engine::runtime::replay_cursor;
+    use symphainy_wal::{Log, WalReader};
+
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let rt = start(&fs, &probe).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    let fsyncs = || rt.log().stats().batches.load(Relaxed);
+    let runs = 40u64;
+    let wait = Duration::from_secs(10);
+    let before = fsyncs();
+    let mut ids = Vec::new();
+    for n in 0..runs {
+        let (submitted, finished) = rt
+            .submit_and_wait(echo("acme", session, json!(n), 3), wait)
+            .await
+            .unwrap();
+        assert!(finished);
+        ids.push(submitted.execution_id);
+    }
+    let waited = fsyncs() - before;
+    let before = fsyncs();
+    for n in 0..runs {
+        let submitted = rt
+            .submit_intent(echo("acme", session, json!(n), 3))
+            .await
+            .unwrap();
+        assert!(
+            rt.wait_finished("acme", submitted.execution_id, wait)
+                .await
+                .unwrap()
+        );
+        ids.push(submitted.execution_id);
+    }
+    let answered = fsyncs() - before;
+    assert!(
+        waited * 4 <= runs * 5,
+        "{runs} sagas: {waited} fdatasyncs waited on, {answered} answered at submission"
+    );
+    let durable = rt.log().durable_lsn();
+    fs.crash(CrashMode::DropUnsynced);
+    let reader = WalReader::open_with(Arc::new(fs.clone()), dir()).unwrap();
+    let (state, _) = replay_cursor(&mut reader.cursor(1), None).unwrap();
+    assert!(state.last_lsn >= durable);
+    for id in ids {
+        let e = state
+            .execution_of("acme", id)
+            .expect("an answered execution");
+        assert_eq!(e.status, ExecutionStatus::Completed);
+    }
+}

@@ -587,28 +587,26 @@ async fn submit_intent(
         )));
     }
     let command = body.into_command(&principal)?;
-    let submitted = state.runtime.submit_intent(command).await?;
-    if let Some(wait_ms) = query.wait_ms.filter(|w| *w > 0) {
-        let tenant = &principal.tenant_id;
-        if state
-            .runtime
-            .wait_finished(
-                tenant,
-                submitted.execution_id,
-                Duration::from_millis(wait_ms),
-            )
-            .await?
-        {
-            let status = state
+    let (submitted, finished) = match query.wait_ms.filter(|w| *w > 0) {
+        Some(wait_ms) => {
+            state
                 .runtime
-                .read(|s| {
-                    s.execution_of(tenant, submitted.execution_id)
-                        .map(|e| view::execution_status_json(s, e))
-                })
+                .submit_and_wait(command, Duration::from_millis(wait_ms))
                 .await?
-                .ok_or_else(AppError::not_found)?;
-            return Ok(json_text(StatusCode::OK, status));
         }
+        None => (state.runtime.submit_intent(command).await?, false),
+    };
+    if finished {
+        let tenant = &principal.tenant_id;
+        let status = state
+            .runtime
+            .read(|s| {
+                s.execution_of(tenant, submitted.execution_id)
+                    .map(|e| view::execution_status_json(s, e))
+            })
+            .await?
+            .ok_or_else(AppError::not_found)?;
+        return Ok(json_text(StatusCode::OK, status));
     }
     let status = if submitted.duplicate {
         StatusCode::OK
