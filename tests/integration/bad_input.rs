@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use symphainy_sdk::Intent;
-use symphainy_tests::TestServer;
+use symphainy_tests::{TestServer, finished_echo};
 
 /// (name, method, path, body, expected status, expected code).
 type Case = (
@@ -209,15 +209,7 @@ async fn bad_requests_get_contract_errors() {
         .unwrap();
     assert_eq!(status, 404);
     // Still serving, and nothing was lost.
-    let (_, submitted) = acme
-        .submit(&Intent::new("runtime.echo", &sid, json!({"value": 1})))
-        .await
-        .unwrap();
-    let done = acme
-        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
-        .await
-        .unwrap();
-    assert_eq!(done.status, "completed");
+    finished_echo(&acme, &sid, 1).await;
 }
 
 async fn acme_token(server: &TestServer) -> String {

@@ -18,7 +18,7 @@ use symphainy_projections::testing::{
 };
 use symphainy_sdk::{Client, Intent};
 use symphainy_server::ServerConfig;
-use symphainy_tests::{RedisServer, ServerProcess, TestServer};
+use symphainy_tests::{RedisServer, ServerProcess, TestServer, finished_echo};
 use symphainy_wal::{Log, WalReader};
 
 async fn flush_all(redis: &RedisServer) {
@@ -130,18 +130,6 @@ async fn on_redis(redis: &RedisServer, adjust: impl FnOnce(&mut ServerConfig)) -
     .unwrap()
 }
 
-/// Runs a 3-step `runtime.echo` of `value` in `session` to its end; its execution id.
-async fn finished_echo(client: &Client, session: &str, value: u32) -> String {
-    let intent = Intent::new("runtime.echo", session, json!({"value": value, "steps": 3}));
-    let (_, submitted) = client.submit(&intent).await.unwrap();
-    client
-        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
-        .await
-        .unwrap();
-    submitted.execution_id
-}
-
-/// Waits until both projections applied everything durable.
 /// Waits until both projections applied everything the runtime's state holds. The state
 /// applies an event before it is durable (deterministic steps' events are made durable with
 /// the next fsync), so the LSN to wait for is the state's, once durable, not the log's

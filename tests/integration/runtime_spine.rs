@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use symphainy_engine::{digest, runtime};
 use symphainy_sdk::Intent;
-use symphainy_tests::TestServer;
+use symphainy_tests::{TestServer, finished_echo};
 use symphainy_wal::WalReader;
 
 // Create a session, submit an intent, find its events in the WAL and its result in the state.
@@ -216,25 +216,13 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
     let server = TestServer::start().await.unwrap();
     let acme = server.tenant("acme").await.unwrap();
     let session = acme.create_session(json!({})).await.unwrap();
-    for value in ["a", "b"] {
-        let (_, submitted) = acme
-            .submit(&Intent::new(
-                "runtime.echo",
-                &session.session_id,
-                json!({"value": value, "steps": 2}),
-            ))
-            .await
-            .unwrap();
-        let done = acme
-            .wait_finished(&submitted.execution_id, Duration::from_secs(10))
-            .await
-            .unwrap();
-        assert_eq!(done.status, "completed");
+    for value in [1, 2] {
+        finished_echo(&acme, &session.session_id, value).await;
     }
     let m = server.admin().metrics().await.unwrap();
     let wal = &m["wal"];
     assert_eq!(wal["events_by_type"]["intent_received"], 2, "{m}");
-    assert_eq!(wal["events_by_type"]["step_completed"], 4, "{m}");
+    assert_eq!(wal["events_by_type"]["step_completed"], 6, "{m}");
     assert!(wal["bytes"].as_u64().unwrap() > 0, "{m}");
     assert!(wal["segments"].as_u64().unwrap() >= 1, "{m}");
     for key in ["growth_bytes_per_sec", "fsync_p50_us", "fsync_p99_us"] {
@@ -244,7 +232,7 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
     let fsyncs = wal["fsyncs"].as_u64().unwrap();
     let by_encoder = wal["encoder_fsyncs"].as_u64().unwrap();
     assert!(fsyncs >= 1 && by_encoder <= fsyncs, "{m}");
-    for step in ["runtime.echo/echo_1", "runtime.echo/echo_2"] {
+    for step in ["runtime.echo/echo_1", "runtime.echo/echo_3"] {
         let s = &m["saga"]["steps"][step];
         assert_eq!(
             (&s["count"], &s["success"], &s["failure"]),
@@ -287,7 +275,7 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
         "symphainy_wal_fsyncs_total ",
         "symphainy_wal_encoder_fsyncs_total ",
         "symphainy_saga_steps_total{capability=\"runtime.echo\",step=\"echo_1\",outcome=\"success\"} 2",
-        "symphainy_saga_step_p50_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
+        "symphainy_saga_step_p50_ms{capability=\"runtime.echo\",step=\"echo_3\"} ",
         "symphainy_saga_step_p99_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
         "symphainy_executions{status=\"completed\"} 2",
         "symphainy_state_ops_total{op=\"get\"} ",

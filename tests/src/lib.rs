@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use anyhow::Context;
-use symphainy_sdk::Client;
+use symphainy_sdk::{Client, Intent};
 use symphainy_server::{Running, ServerConfig};
 
 /// A server running inside the test process, on its own data directory.
@@ -371,4 +371,20 @@ pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("{name} takes a number")),
     }
+}
+
+/// Runs a 3-step `runtime.echo` of `value` in `session` to its end (it must complete); its
+/// execution id.
+pub async fn finished_echo(client: &Client, session: &str, value: u32) -> String {
+    let payload = serde_json::json!({"value": value, "steps": 3});
+    let (_, submitted) = client
+        .submit(&Intent::new("runtime.echo", session, payload))
+        .await
+        .expect("submitted");
+    let done = client
+        .wait_finished(&submitted.execution_id, Duration::from_secs(10))
+        .await
+        .expect("finished");
+    assert_eq!(done.status, "completed", "{}", submitted.execution_id);
+    submitted.execution_id
 }
