@@ -3,8 +3,8 @@
 //! every record into one buffer, issues one write and one fdatasync, and only then publishes
 //! the durable LSN and answers the appenders. The fdatasync is the syncer thread's, so the
 //! encoder writes the next batch meanwhile; when nothing else is queued or syncing, the
-//! encoder issues it itself (a lone append then crosses one thread fewer). A failed write or fsync poisons the writer: the
-//! whole batch fails and nothing is acknowledged afterwards.
+//! encoder issues it itself (a lone append then crosses one thread fewer). A failed write or
+//! fsync poisons the writer: the whole batch fails and nothing is acknowledged afterwards.
 
 use std::io;
 use std::path::PathBuf;
@@ -470,7 +470,8 @@ impl Writer {
         }
     }
 
-    /// Encodes every record of the batch and writes it; the syncer makes it durable.
+    /// Encodes every record of the batch and writes it; the syncer makes it durable (or the
+    /// encoder itself, when `idle`: no request was waiting behind the batch).
     fn encode_and_write(&mut self, batch: Vec<Request>, idle: bool) -> Result<()> {
         for request in batch {
             let first = self.next_lsn;
@@ -509,8 +510,9 @@ impl Writer {
         self.next_lsn += 1;
     }
 
-    /// Writes the buffered frames and hands them to the syncer. With `seal`, waits until the
-    /// syncer has made everything so far durable (a new segment may only follow a durable one).
+    /// Writes the buffered frames and hands them to the syncer (with `idle`, an urgent batch
+    /// and an idle syncer: syncs them here). With `seal`, waits until the syncer has made
+    /// everything so far durable (a new segment may only follow a durable one).
     fn write_and_hand_off(&mut self, seal: bool, idle: bool) -> Result<()> {
         let file = self.file.clone().ok_or(Error::Closed)?;
         let fresh = self.buf.len() - self.written_len;
