@@ -96,14 +96,29 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
     }
 }
 
-async fn shutdown_signal() -> anyhow::Result<()> {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).context("installing the SIGTERM handler")?;
-    tokio::select! {
-        _ = term.recv() => {}
-        result = tokio::signal::ctrl_c() => result.context("waiting for SIGINT")?,
+/// SIGTERM and SIGINT, caught from the moment this is created: created before the server
+/// starts listening, so a signal that comes as soon as it serves (a supervisor stopping it
+/// right away) is a graceful shutdown, not the default action's abrupt end.
+struct ShutdownSignals {
+    term: tokio::signal::unix::Signal,
+    interrupt: tokio::signal::unix::Signal,
+}
+
+impl ShutdownSignals {
+    fn install() -> anyhow::Result<Self> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Self {
+            term: signal(SignalKind::terminate()).context("installing the SIGTERM handler")?,
+            interrupt: signal(SignalKind::interrupt()).context("installing the SIGINT handler")?,
+        })
     }
-    Ok(())
+
+    async fn received(mut self) {
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.interrupt.recv() => {}
+        }
+    }
 }
 
 /// Parses the command line and serves until SIGTERM/SIGINT (the `symphainy-server` binary).
@@ -127,6 +142,7 @@ pub async fn main() -> anyhow::Result<()> {
             args.reasoner_api_key.clone(),
         )?);
     }
+    let signals = ShutdownSignals::install()?;
     let running = crate::start(config).await?;
     println!("listening on http://{}", running.addr);
     println!("admin UI: http://{}/ui", running.addr);
@@ -141,7 +157,7 @@ pub async fn main() -> anyhow::Result<()> {
         "state surface: {}",
         running.state.projections.store.describe()
     );
-    shutdown_signal().await?;
+    signals.received().await;
     tracing::info!("shutting down: no new requests; in-flight requests finish");
     running.shutdown().await?;
     Ok(())

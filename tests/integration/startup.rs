@@ -118,6 +118,25 @@ async fn a_log_damaged_in_the_middle_is_refused_and_left_untouched() {
     assert_eq!(server.terminate().unwrap(), Some(0));
 }
 
+// SIGTERM or SIGINT as soon as the server says it listens (a supervisor stopping it right
+// away) is a graceful shutdown with exit code 0, never the signal's default abrupt end: the
+// handlers are in place before the server listens.
+#[test]
+fn a_signal_as_soon_as_it_listens_is_a_clean_shutdown() {
+    for (round, signal) in ["TERM", "INT", "TERM", "INT", "TERM", "INT"]
+        .iter()
+        .enumerate()
+    {
+        let dir = tempfile::tempdir().unwrap();
+        let server = ServerProcess::start(dir.path()).unwrap();
+        assert_eq!(
+            server.stop_with(signal).unwrap(),
+            Some(0),
+            "round {round}: SIG{signal}"
+        );
+    }
+}
+
 // A damaged snapshot is ignored: the server replays the log and serves the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_is_ignored_and_the_log_replayed() {

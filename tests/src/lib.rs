@@ -100,6 +100,28 @@ pub struct ServerProcess {
     pub addr: SocketAddr,
     pub base: String,
     pub admin_token: String,
+    /// The last lines the server wrote to stdout (its log), shown when it ends abnormally.
+    output: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+}
+
+/// Lines of a child server's output kept for diagnostics.
+const SERVER_OUTPUT_LINES_KEPT: usize = 40;
+
+/// Reads `lines` to their end on a thread of its own, keeping the last
+/// [`SERVER_OUTPUT_LINES_KEPT`] in `kept`.
+fn keep_tail(
+    lines: impl Iterator<Item = std::io::Result<String>> + Send + 'static,
+    kept: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+) {
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.len() == SERVER_OUTPUT_LINES_KEPT {
+                kept.pop_front();
+            }
+            kept.push_back(line);
+        }
+    });
 }
 
 impl ServerProcess {
@@ -128,10 +150,11 @@ impl ServerProcess {
         let mut child = server_command(data_dir)?
             .args(args)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("spawning symphainy-server")?;
         let stdout = child.stdout.take().context("server stdout")?;
+        let stderr = child.stderr.take().context("server stderr")?;
         let mut lines = BufReader::new(stdout).lines();
         let addr = loop {
             let line = lines
@@ -141,8 +164,13 @@ impl ServerProcess {
                 break addr.parse::<SocketAddr>()?;
             }
         };
-        // Keep draining stdout so the child never blocks on a full pipe.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stdout and stderr (the log) so the child never blocks on a full pipe;
+        // keep their tail.
+        let output = std::sync::Arc::new(std::sync::Mutex::new(
+            std::collections::VecDeque::with_capacity(SERVER_OUTPUT_LINES_KEPT),
+        ));
+        keep_tail(lines, output.clone());
+        keep_tail(BufReader::new(stderr).lines(), output.clone());
         let admin_token = std::fs::read_to_string(data_dir.join("admin.token"))?
             .trim()
             .to_string();
@@ -151,6 +179,7 @@ impl ServerProcess {
             addr,
             base: format!("http://{addr}"),
             admin_token,
+            output,
         })
     }
 
@@ -196,17 +225,34 @@ impl ServerProcess {
     }
 
     /// SIGTERM, and wait for a clean exit; returns the exit code.
-    pub fn terminate(mut self) -> anyhow::Result<Option<i32>> {
+    pub fn terminate(self) -> anyhow::Result<Option<i32>> {
+        self.stop_with("TERM")
+    }
+
+    /// Sends `signal` (`TERM`, `INT`, ...) and waits for the exit; returns the exit code
+    /// (None: the signal ended the process).
+    pub fn stop_with(mut self, signal: &str) -> anyhow::Result<Option<i32>> {
         let pid = self.child.id().to_string();
-        Command::new("kill").args(["-TERM", &pid]).status()?;
+        Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()?;
         for _ in 0..200 {
             if let Some(status) = self.child.try_wait()? {
+                if status.code().is_none() {
+                    use std::os::unix::process::ExitStatusExt;
+                    let tail = self.output.lock().unwrap_or_else(|e| e.into_inner());
+                    eprintln!(
+                        "the server ended by signal {:?} after SIG{signal}; its last output:\n{}",
+                        status.signal(),
+                        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+                    );
+                }
                 return Ok(status.code());
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         self.child.kill()?;
-        anyhow::bail!("the server did not exit within 10 s of SIGTERM")
+        anyhow::bail!("the server did not exit within 10 s of SIG{signal}")
     }
 }
 
