@@ -98,7 +98,8 @@ fn log_panic(info: &std::panic::PanicHookInfo<'_>) {
 
 /// SIGTERM and SIGINT, caught from the moment this is created: created before the server
 /// starts listening, so a signal that comes as soon as it serves (a supervisor stopping it
-/// right away) is a graceful shutdown, not the default action's abrupt end.
+/// right away) is a graceful shutdown, not the default action's abrupt end. One that comes
+/// during recovery is acted on as soon as recovery is done.
 struct ShutdownSignals {
     term: tokio::signal::unix::Signal,
     interrupt: tokio::signal::unix::Signal,
