@@ -594,3 +594,55 @@ async fn corrupt_graph_directory_is_moved_aside_and_rebuilt() {
     .unwrap();
     assert_eq!(live, fresh.dump().unwrap());
 }
+
+// A Redis that is down when the server starts does not keep it from starting or from
+// ingesting: sagas run and are read from the runtime; once Redis comes up, the surface
+// catches up with everything logged meanwhile and answers the reads again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_down_at_start_is_caught_up_when_it_comes() {
+    let mut redis = RedisServer::start().unwrap();
+    redis.kill();
+    let server = on_redis(&redis, |_| {}).await;
+    let acme = tenant_client(&server, "acme").await;
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let ids = [
+        finished_echo(&acme, &session, 1).await,
+        finished_echo(&acme, &session, 2).await,
+    ];
+    for id in &ids {
+        assert_eq!(acme.execution(id).await.unwrap().status, "completed");
+    }
+    let metrics = server.admin().metrics().await.unwrap();
+    assert!(
+        metrics["state"]["fallback_reads"].as_u64().unwrap() >= 2,
+        "{metrics}"
+    );
+    assert!(
+        metrics["projections"]["state_surface"]["errors"]
+            .as_u64()
+            .unwrap()
+            >= 1,
+        "{metrics}"
+    );
+
+    redis.restart().unwrap();
+    caught_up(&server).await;
+    let client = redis::Client::open(redis.url(0)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    for id in &ids {
+        let raw: Option<String> = redis::cmd("GET")
+            .arg(format!("t:{{acme}}:execution:{id}"))
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        assert!(raw.is_some_and(|r| r.contains("completed")), "{id}");
+    }
+    let fallbacks = || async {
+        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
+            .as_u64()
+            .unwrap()
+    };
+    let settled = fallbacks().await;
+    assert_eq!(acme.session(&session).await.unwrap().session_id, session);
+    assert_eq!(fallbacks().await, settled, "Redis did not answer once up");
+}
