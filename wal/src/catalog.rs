@@ -72,8 +72,16 @@ impl Catalog {
         self.durable.subscribe()
     }
 
+    /// Advances the durable LSN; never moves it back (the encoder and the syncer both
+    /// publish, and the later of two publications may carry the lower LSN).
     pub(crate) fn publish_durable(&self, lsn: Lsn) {
-        self.durable.send_replace(lsn);
+        self.durable.send_if_modified(|durable| {
+            let advanced = lsn > *durable;
+            if advanced {
+                *durable = lsn;
+            }
+            advanced
+        });
     }
 
     pub(crate) fn segments(&self) -> RwLockReadGuard<'_, Vec<SegmentInfo>> {
@@ -104,5 +112,34 @@ impl Catalog {
             .iter()
             .map(|s| (s.base_lsn, s.name.clone()))
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Two threads publish the durable LSN; a late publication of a lower one changes nothing
+    // and wakes nobody.
+    #[test]
+    fn the_durable_lsn_never_moves_back() {
+        let catalog = Catalog::new(
+            Arc::new(crate::MemFs::new()),
+            PathBuf::from("/wal"),
+            1024,
+            Vec::new(),
+            3,
+        );
+        let mut watcher = catalog.subscribe();
+        catalog.publish_durable(9);
+        assert!(watcher.has_changed().unwrap());
+        watcher.mark_unchanged();
+        catalog.publish_durable(7);
+        assert_eq!(catalog.durable_lsn(), 9);
+        assert!(!watcher.has_changed().unwrap());
+        catalog.publish_durable(9);
+        assert!(!watcher.has_changed().unwrap());
+        catalog.publish_durable(10);
+        assert_eq!(catalog.durable_lsn(), 10);
     }
 }

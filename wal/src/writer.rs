@@ -8,7 +8,7 @@
 
 use std::io;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -203,10 +203,9 @@ struct Pipeline {
     stats: Arc<Stats>,
     /// Why the writer stopped accepting appends, once it has.
     poison: Mutex<Option<String>>,
-    /// The durable LSN as the encoder sees it (for `unsynced_depth`).
+    /// The durable LSN as the encoder sees it (for `unsynced_depth`, and to know whether the
+    /// syncer still has a batch). Only grows: the encoder and the syncer both advance it.
     durable: AtomicU64,
-    /// Jobs handed to the syncer and not answered yet.
-    outstanding: AtomicUsize,
 }
 
 impl Pipeline {
@@ -252,9 +251,7 @@ fn run_syncer(pipeline: Arc<Pipeline>, jobs: std_mpsc::Receiver<SyncJob>) {
                 Err(_) => break,
             }
         }
-        let taken = group.len();
         sync_group(&pipeline, &mut group);
-        pipeline.outstanding.fetch_sub(taken, Ordering::AcqRel);
     }
 }
 
@@ -317,7 +314,7 @@ fn finish_group(
                 }
             }
         }
-        pipeline.durable.store(last_lsn, Ordering::Release);
+        pipeline.durable.fetch_max(last_lsn, Ordering::AcqRel);
         pipeline.catalog.publish_durable(last_lsn);
     }
     let now = Instant::now();
@@ -350,6 +347,8 @@ pub(crate) struct Writer {
     base: u64,
     written_len: usize,
     next_lsn: Lsn,
+    /// The last LSN handed to the syncer: once it is durable, the syncer has nothing.
+    handed_over: Lsn,
     chain: u64,
     buf: Vec<u8>,
     last_indexed: Option<u64>,
@@ -393,7 +392,6 @@ impl Writer {
             stats,
             poison: Mutex::new(None),
             durable: AtomicU64::new(resume.next_lsn - 1),
-            outstanding: AtomicUsize::new(0),
         });
         let (jobs, receiver) = std_mpsc::sync_channel(SYNC_QUEUE_JOBS_MAX);
         let syncer_pipeline = pipeline.clone();
@@ -409,6 +407,7 @@ impl Writer {
             base,
             written_len: buf.len(),
             next_lsn: resume.next_lsn,
+            handed_over: resume.next_lsn - 1,
             chain: resume.chain,
             buf,
             last_indexed: None,
@@ -555,12 +554,13 @@ impl Writer {
         }
         // Somebody waits, nothing else is queued and the syncer has nothing: fdatasync here,
         // one thread handoff fewer on the path of a lone append. (Every batch handed over
-        // before has been answered, so the durable LSN still advances in order.) Under load
-        // the syncer takes the batch and the encoder goes on writing the next one.
+        // before is durable, so the durable LSN still advances in order, whichever thread
+        // publishes last.) Under load the syncer takes the batch and the encoder goes on
+        // writing the next one.
         if job.urgent
             && idle
             && job.barrier.is_none()
-            && self.pipeline.outstanding.load(Ordering::Acquire) == 0
+            && self.pipeline.durable.load(Ordering::Acquire) >= self.handed_over
         {
             self.pipeline
                 .stats
@@ -570,7 +570,7 @@ impl Writer {
             return Ok(());
         }
         let (jobs, _) = self.syncer.as_ref().ok_or(Error::Closed)?;
-        self.pipeline.outstanding.fetch_add(1, Ordering::AcqRel);
+        self.handed_over = job.last_lsn;
         jobs.send(job)
             .map_err(|_| Error::Poisoned("the syncer thread stopped".into()))?;
         if let Some(sealed) = sealed
