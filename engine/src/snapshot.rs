@@ -32,6 +32,9 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 32;
 /// How often the snapshotter looks for new durable events.
 pub const SNAPSHOT_POLL_MS: u64 = 200;
+/// Largest snapshot payload written or read (64 GiB). A state that would encode larger is not
+/// snapshotted (recovery replays the log instead), and a file claiming more is not read.
+pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 36;
 
 fn name(lsn: Lsn) -> String {
     format!("snapshot-{lsn:020}.bin")
@@ -56,6 +59,12 @@ pub fn write(dir: &Path, state: &State) -> Result<PathBuf> {
     std::fs::create_dir_all(dir).map_err(|e| io("creating the snapshot directory", e))?;
     let payload = bincode::serde::encode_to_vec(state, bincode::config::standard())
         .map_err(|e| Error::Snapshot(format!("encoding the state: {e}")))?;
+    if payload.len() as u64 > SNAPSHOT_BYTES_MAX {
+        return Err(Error::Snapshot(format!(
+            "the state encodes to {} bytes, more than a snapshot may hold ({SNAPSHOT_BYTES_MAX})",
+            payload.len()
+        )));
+    }
     let mut header = Vec::with_capacity(HEADER_BYTES);
     header.extend_from_slice(&SNAPSHOT_MAGIC);
     header.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
@@ -102,10 +111,44 @@ fn prune(dir: &Path) {
     }
 }
 
+/// Decodes a snapshot payload, refusing (instead of allocating) any length that, with the
+/// lengths before it, claims more than `LIMIT` bytes.
+fn decode_within<const LIMIT: usize>(
+    payload: &[u8],
+) -> std::result::Result<(State, usize), bincode::error::DecodeError> {
+    let config = bincode::config::standard().with_limit::<LIMIT>();
+    bincode::serde::decode_from_slice(payload, config)
+}
+
+/// Decodes a snapshot payload. Decoding a string allocates the length its prefix claims
+/// before reading it, so a payload that passes its checksum but holds a wrong length (a
+/// broken build's, or one written by hand) could make the process abort on a failed
+/// allocation of terabytes. The strings of a sound payload are inside it, so their lengths
+/// add up to less than its size; the decode is limited to the first of 1, 16, 256 MiB, 4 and
+/// 64 GiB at or above the payload's size (one of a few fixed limits: bincode's is a constant),
+/// so a bad length costs at most sixteen times the payload, claimed and never touched.
+fn decode_state(payload: &[u8]) -> std::result::Result<State, bincode::error::DecodeError> {
+    const MIB: usize = 1 << 20;
+    let decoded = match payload.len() {
+        n if n <= MIB => decode_within::<MIB>(payload),
+        n if n <= 16 * MIB => decode_within::<{ 16 * MIB }>(payload),
+        n if n <= 256 * MIB => decode_within::<{ 256 * MIB }>(payload),
+        n if n <= 4096 * MIB => decode_within::<{ 4096 * MIB }>(payload),
+        _ => decode_within::<{ SNAPSHOT_BYTES_MAX as usize }>(payload),
+    }?;
+    Ok(decoded.0)
+}
+
 /// Reads and checks one snapshot file.
 pub fn read(path: &Path) -> Result<State> {
-    let bytes = std::fs::read(path).map_err(|e| io("reading a snapshot", e))?;
     let bad = |why: &str| Error::Snapshot(format!("{}: {why}", path.display()));
+    let size = std::fs::metadata(path)
+        .map_err(|e| io("reading a snapshot", e))?
+        .len();
+    if size > SNAPSHOT_BYTES_MAX + HEADER_BYTES as u64 {
+        return Err(bad("larger than a snapshot may be"));
+    }
+    let bytes = std::fs::read(path).map_err(|e| io("reading a snapshot", e))?;
     if bytes.len() < HEADER_BYTES || bytes[0..8] != SNAPSHOT_MAGIC {
         return Err(bad("not a snapshot file"));
     }
@@ -119,9 +162,7 @@ pub fn read(path: &Path) -> Result<State> {
     if payload.len() != len || Sha256::digest(payload).as_slice() != &bytes[28..60] {
         return Err(bad("checksum mismatch"));
     }
-    let (mut state, _): (State, usize) =
-        bincode::serde::decode_from_slice(payload, bincode::config::standard())
-            .map_err(|e| bad(&format!("undecodable: {e}")))?;
+    let mut state = decode_state(payload).map_err(|e| bad(&format!("undecodable: {e}")))?;
     if state.last_lsn != lsn {
         return Err(bad("LSN in the header differs from the state's"));
     }
@@ -281,5 +322,96 @@ fn run<L: Log>(log: &L, state: State, dir: &Path, every_events: u64, stop: &Atom
             written_at = lsn;
             replayer = Replayer::from_state(state);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// A state of a few real executions (the benchmark's workload), as a snapshot payload,
+    /// and its LSN.
+    fn payload() -> (Vec<u8>, Lsn) {
+        let mut workload = crate::testing::Synthetic::default();
+        let mut records = workload.header();
+        for _ in 0..3 {
+            workload.next_execution(&mut records);
+        }
+        let mut replayer = Replayer::default();
+        for (i, r) in records.iter().enumerate() {
+            replayer.visit(i as Lsn + 1, r.meta, &r.payload);
+        }
+        let (state, _) = replayer.finish().expect("the workload folds");
+        let bytes = bincode::serde::encode_to_vec(&state, bincode::config::standard());
+        (bytes.expect("encodable"), state.last_lsn)
+    }
+
+    /// `payload` framed as a snapshot file with a correct header: only the payload can be
+    /// wrong, as in a snapshot written by a broken build or by hand.
+    fn framed(dir: &Path, payload: &[u8], lsn: Lsn) -> PathBuf {
+        let mut bytes = Vec::with_capacity(HEADER_BYTES + payload.len());
+        bytes.extend_from_slice(&SNAPSHOT_MAGIC);
+        bytes.extend_from_slice(&SNAPSHOT_FORMAT_VERSION.to_le_bytes());
+        bytes.extend_from_slice(&lsn.to_le_bytes());
+        bytes.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        bytes.extend_from_slice(&Sha256::digest(payload));
+        bytes.extend_from_slice(payload);
+        let path = dir.join(name(lsn));
+        std::fs::write(&path, bytes).expect("writable");
+        path
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        // A payload that passes the checksum but is damaged (bytes changed, cut or inserted,
+        // lengths that claim terabytes) is refused or read; it never panics or aborts the
+        // process with a huge allocation, and a state that was read digests.
+        #[test]
+        fn a_damaged_payload_with_a_correct_checksum_is_refused_not_a_crash(
+            edits in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>(), 0u8..4), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let dir = tempfile::tempdir().expect("temp dir");
+            let (mut bytes, lsn) = payload();
+            for (at, value, kind) in edits {
+                let at = at.index(bytes.len());
+                match kind {
+                    0 => bytes[at] = value,
+                    1 => bytes[at] ^= 1 << (value % 8),
+                    // A varint marker of a u64 followed by 0xff bytes: a length of about
+                    // 2^64 wherever a length is read.
+                    2 => {
+                        let claim = [0xfd, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f];
+                        bytes.splice(at..at, claim);
+                    }
+                    _ => bytes.truncate(cut.index(bytes.len()).max(1)),
+                }
+            }
+            // The header's LSN is the intact state's, so a damage elsewhere can be read.
+            if let Ok(state) = read(&framed(dir.path(), &bytes, lsn)) {
+                prop_assert_eq!(state.last_lsn, lsn);
+                let _ = crate::digest::digest(&state);
+            }
+        }
+    }
+
+    // The payload unchanged reads back; its LSN must be the header's.
+    #[test]
+    fn an_intact_payload_reads_and_its_lsn_is_checked() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (bytes, lsn) = payload();
+        let state: State = bincode::serde::decode_from_slice(&bytes, bincode::config::standard())
+            .expect("decodable")
+            .0;
+        assert_eq!(state.last_lsn, lsn);
+        let read_back = read(&framed(dir.path(), &bytes, lsn)).expect("intact");
+        assert_eq!(
+            crate::digest::digest(&read_back),
+            crate::digest::digest(&state)
+        );
+        let wrong = read(&framed(dir.path(), &bytes, lsn + 1));
+        assert!(matches!(wrong, Err(Error::Snapshot(m)) if m.contains("LSN in the header")));
     }
 }
