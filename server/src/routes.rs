@@ -43,6 +43,17 @@ pub enum Access {
     AdminOrTenant,
 }
 
+/// What a route reads from its body, as `/openapi.json` documents it.
+#[derive(Clone, Copy, Debug)]
+pub enum Input {
+    /// No body.
+    Empty,
+    /// A JSON object, required; the schema is derived from the type the handler parses.
+    Json(fn() -> Value),
+    /// A `multipart/form-data` form: a `session_id` field and one or more `file` parts.
+    Multipart,
+}
+
 /// One route of the API.
 #[derive(Clone, Copy, Debug)]
 pub struct RouteSpec {
@@ -52,7 +63,18 @@ pub struct RouteSpec {
     pub summary: &'static str,
     /// Status of a successful answer.
     pub ok: u16,
+    /// Other success statuses (a duplicate or waited submission's 200).
+    pub also_ok: &'static [u16],
+    pub input: Input,
+    /// The query parameters, derived from the type the handler parses.
+    pub query: Option<fn() -> Vec<Value>>,
+    /// Content types of a successful answer (none for 101 and 204).
+    pub produces: &'static [&'static str],
+    /// Error statuses of this route besides the ones every route may answer.
+    pub errors: &'static [u16],
 }
+
+const JSON: &[&str] = &["application/json"];
 
 const fn route(
     method: &'static str,
@@ -67,6 +89,58 @@ const fn route(
         access,
         summary,
         ok,
+        also_ok: &[],
+        input: Input::Empty,
+        query: None,
+        produces: if ok == 101 || ok == 204 { &[] } else { JSON },
+        errors: &[],
+    }
+}
+
+/// The JSON schema of `T`, for [`Input::Json`].
+fn schema_of<T: utoipa::PartialSchema>() -> Value {
+    serde_json::to_value(T::schema()).unwrap_or(Value::Null)
+}
+
+/// The query parameters of `T`, for [`RouteSpec::query`].
+fn params_of<T: utoipa::IntoParams>() -> Vec<Value> {
+    T::into_params(|| Some(utoipa::openapi::path::ParameterIn::Query))
+        .into_iter()
+        .filter_map(|p| serde_json::to_value(p).ok())
+        .collect()
+}
+
+impl RouteSpec {
+    /// Takes a JSON body parsed as `T`.
+    const fn json<T: utoipa::PartialSchema>(mut self) -> Self {
+        self.input = Input::Json(schema_of::<T>);
+        self
+    }
+
+    /// Takes the query parameters of `T`.
+    const fn query<T: utoipa::IntoParams>(mut self) -> Self {
+        self.query = Some(params_of::<T>);
+        self
+    }
+
+    const fn input(mut self, input: Input) -> Self {
+        self.input = input;
+        self
+    }
+
+    const fn produces(mut self, types: &'static [&'static str]) -> Self {
+        self.produces = types;
+        self
+    }
+
+    const fn also_ok(mut self, statuses: &'static [u16]) -> Self {
+        self.also_ok = statuses;
+        self
+    }
+
+    const fn errors(mut self, statuses: &'static [u16]) -> Self {
+        self.errors = statuses;
+        self
     }
 }
 
@@ -86,7 +160,9 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Admin,
         "Create a tenant",
         201,
-    ),
+    )
+    .json::<CreateTenant>()
+    .errors(&[409]),
     route("GET", "/admin/tenants", Access::Admin, "List tenants", 200),
     route(
         "POST",
@@ -94,7 +170,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Admin,
         "Issue a tenant token",
         201,
-    ),
+    )
+    .json::<IssueToken>(),
     route(
         "POST",
         "/admin/tokens/{token_id}/revoke",
@@ -108,7 +185,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "Open a session",
         201,
-    ),
+    )
+    .json::<CreateSession>(),
     route(
         "GET",
         "/session/{session_id}",
@@ -122,14 +200,19 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "Close a session",
         200,
-    ),
+    )
+    .errors(&[409]),
     route(
         "POST",
         "/intent/submit",
         Access::Tenant,
         "Submit an intent (202, or 200 with wait_ms)",
         202,
-    ),
+    )
+    .json::<IntentBody>()
+    .query::<WaitQuery>()
+    .also_ok(&[200])
+    .errors(&[409, 422]),
     route(
         "GET",
         "/execution/{execution_id}/status",
@@ -150,7 +233,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "A session's WAL events in LSN order",
         200,
-    ),
+    )
+    .query::<WalQuery>(),
     route(
         "GET",
         "/runtime/metrics",
@@ -164,7 +248,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Public,
         "Metrics in Prometheus text format",
         200,
-    ),
+    )
+    .produces(&["text/plain; version=0.0.4"]),
     route(
         "GET",
         "/runtime/digest",
@@ -185,21 +270,24 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "Upload files (multipart: session_id, one or more file parts); each becomes a content.upload execution",
         202,
-    ),
+    )
+    .input(Input::Multipart),
     route(
         "GET",
         "/content/documents/{document_id}",
         Access::Tenant,
         "A document: metadata, chunk count and facts",
         200,
-    ),
+    )
+    .query::<DocumentQuery>(),
     route(
         "GET",
         "/content/search",
         Access::Tenant,
         "Search the caller's documents (q, k): exact cosine top-k chunks",
         200,
-    ),
+    )
+    .query::<SearchQuery>(),
     route(
         "GET",
         "/graph/vertex/{collection}/{key}",
@@ -213,7 +301,8 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "Traverse the graph view from a vertex (direction, depth)",
         200,
-    ),
+    )
+    .query::<TraverseQuery>(),
     route(
         "GET",
         "/openapi.json",
@@ -241,21 +330,24 @@ pub const ROUTES: &[RouteSpec] = &[
         Access::Tenant,
         "List the caller's sessions, newest first (limit, before)",
         200,
-    ),
+    )
+    .query::<SessionsQuery>(),
     route(
         "GET",
         "/ui",
         Access::Public,
         "The browser UI (a static page that calls this API)",
         200,
-    ),
+    )
+    .produces(&["text/html; charset=utf-8"]),
     route(
         "GET",
         "/ui/{asset}",
         Access::Public,
         "A static file of the browser UI (app.js, client.js, style.css)",
         200,
-    ),
+    )
+    .produces(&["text/javascript; charset=utf-8", "text/css; charset=utf-8"]),
     route(
         "POST",
         "/ui/dev-signin",
@@ -342,6 +434,13 @@ impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequest<S> for ApiJ
                     AppError::bad_request(rejection.body_text())
                 }
             })?;
+        // Every body of the API is a JSON object; serde would also fill a struct from an
+        // array, positionally, which no client means.
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(AppError::bad_request(
+                "the body must be a JSON object ({...})",
+            ));
+        }
         serde_json::from_slice(&bytes)
             .map(ApiJson)
             .map_err(|e| AppError::bad_request(format!("invalid JSON body: {e}")))
@@ -387,8 +486,10 @@ async fn health(State(state): Shared) -> Response {
     axum::Json(json!({ "status": "ok" })).into_response()
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct CreateTenant {
+    /// A new tenant's id.
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     tenant_id: String,
 }
 
@@ -421,10 +522,16 @@ async fn list_tenants(State(state): Shared, _: AdminPrincipal) -> Result<Respons
 /// Default lifetime of an issued token when the request gives none: one hour.
 pub const TOKEN_TTL_SECONDS_DEFAULT: u64 = 3600;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 struct IssueToken {
+    /// An existing tenant (404 otherwise).
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     tenant_id: String,
+    /// 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: String,
+    /// Lifetime of the token (default 3600).
+    #[schema(minimum = 1, maximum = 7776000)]
     ttl_seconds: Option<u64>,
 }
 
@@ -470,11 +577,17 @@ async fn revoke_token(
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, utoipa::ToSchema)]
 struct CreateSession {
+    /// Defaults to the token's user; 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     user_id: Option<String>,
+    /// When given, the token's tenant (403 `tenant_mismatch` otherwise).
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     tenant_id: Option<String>,
+    /// A JSON object kept with the session (default `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     context: Option<Value>,
 }
 
@@ -538,14 +651,24 @@ async fn close_session(
 }
 
 /// An intent as the API takes it.
-#[derive(Deserialize, Debug)]
+#[derive(Deserialize, Debug, utoipa::ToSchema)]
 pub struct IntentBody {
+    /// An intent type a registered capability handles (422 `unknown_intent` otherwise).
     pub intent_type: String,
+    /// When given, the realm of the capability the intent type resolves to.
     pub realm: Option<String>,
+    /// An open session of the caller's tenant.
     pub session_id: String,
+    /// When given, the token's tenant (403 `tenant_mismatch` otherwise).
+    #[schema(pattern = "^[a-z0-9][a-z0-9_-]{0,62}$")]
     pub tenant_id: Option<String>,
+    /// The capability's input, a JSON object (default `{}`).
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     pub payload: Option<Value>,
+    /// The same key in the same tenant answers the first execution (200) and logs nothing;
+    /// 1 to 256 bytes.
+    #[schema(min_length = 1, max_length = 256)]
     pub idempotency_key: Option<String>,
 }
 
@@ -568,8 +691,12 @@ impl IntentBody {
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WaitQuery {
+    /// Hold the answer until the execution finishes (200 with its status) or this many
+    /// milliseconds pass (202).
+    #[param(maximum = 30000)]
     wait_ms: Option<u64>,
 }
 
@@ -702,9 +829,16 @@ async fn execution_record(
     execution_view(&state, &principal, &id, false).await
 }
 
-#[derive(Deserialize)]
+/// Events `GET /runtime/wal/{session_id}` answers when no `limit` is given.
+pub const WAL_PAGE_DEFAULT: usize = 100;
+
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct WalQuery {
+    /// First LSN to return (default 1).
     from_lsn: Option<u64>,
+    /// Most events per page (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<usize>,
 }
 
@@ -793,10 +927,13 @@ async fn wal_slice(
         .runtime
         .session(&principal.tenant_id, session_id)
         .await?;
-    let limit = query
-        .limit
-        .unwrap_or(100)
-        .clamp(1, state.limits.wal_page_max);
+    let limit = query.limit.unwrap_or(WAL_PAGE_DEFAULT);
+    if limit == 0 || limit > state.limits.wal_page_max {
+        return Err(AppError::bad_request(format!(
+            "limit must be from 1 to {}",
+            state.limits.wal_page_max
+        )));
+    }
     let from = query.from_lsn.unwrap_or(1);
     let app = state.clone();
     let tenant = principal.tenant_id.clone();
@@ -941,9 +1078,11 @@ fn missing_from(caught_up: bool, projection: &str) -> AppError {
 /// `Retry-After` (seconds) of a read that found nothing while its projection was behind.
 pub const PROJECTION_BEHIND_RETRY_AFTER_S: u64 = 1;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct DocumentQuery {
     /// `chunks`: add every chunk's id, span and text (`chunk_list`).
+    #[param(pattern = "^chunks$")]
     include: Option<String>,
 }
 
@@ -968,9 +1107,14 @@ async fn content_document(
         .ok_or_else(|| missing_from(caught_up, "content index"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SearchQuery {
+    /// The text to search for (not blank).
+    #[param(required = true, pattern = "\\S")]
     q: Option<String>,
+    /// How many chunks to return (default 5).
+    #[param(value_type = Option<u32>, minimum = 1, maximum = 100)]
     k: Option<String>,
 }
 
@@ -1055,10 +1199,20 @@ async fn graph_vertex(
         .ok_or_else(|| missing_from(caught_up, "graph view"))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct TraverseQuery {
+    /// The start vertex, `COLLECTION/KEY`.
+    #[param(
+        required = true,
+        pattern = "^[A-Za-z0-9_.@:-]{1,256}/[A-Za-z0-9_.@:-]{1,256}$"
+    )]
     start: Option<String>,
+    /// `outbound` (default), `inbound` or `any`.
+    #[param(pattern = "^(outbound|inbound|any)$")]
     direction: Option<String>,
+    /// How many edges deep (default 1).
+    #[param(value_type = Option<u32>, maximum = 5)]
     depth: Option<String>,
 }
 
@@ -1138,9 +1292,14 @@ async fn whoami(State(state): Shared, principal: Principal) -> Result<Response, 
     Ok(axum::Json(body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 struct SessionsQuery {
+    /// Most sessions per page (default 50).
+    #[param(minimum = 1, maximum = 500)]
     limit: Option<usize>,
+    /// Continue after this session id (the last of the previous page).
+    #[param(pattern = "^[0-7][0-9A-HJKMNP-TV-Za-hjkmnp-tv-z]{25}$")]
     before: Option<String>,
 }
 

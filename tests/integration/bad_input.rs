@@ -274,6 +274,191 @@ async fn openapi_covers_every_route() {
     assert!(doc["components"]["securitySchemes"]["tenant_token"].is_object());
 }
 
+// The OpenAPI document says what each route accepts, and the routes behave as it says: a
+// body the schema requires refuses `{}` and accepts no array; a body whose fields are all
+// optional takes `{}`; a required query parameter is required; every integer parameter with a
+// documented maximum takes it and refuses one more (so the document cannot drift from the
+// server's limits); every answer's content type is one the document lists. Driven by the
+// document itself, so a new route or parameter is checked without editing this test.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_describes_what_each_route_accepts() {
+    let server = TestServer::start().await.unwrap();
+    let admin = server.admin();
+    let acme = server.tenant("acme").await.unwrap();
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let execution = finished_echo(&acme, &session, 1).await;
+    let (_, doc) = admin.raw(Method::GET, "/openapi.json", None).await.unwrap();
+    let http = reqwest::Client::new();
+    let mut checked = (0, 0, 0, 0);
+    for route in symphainy_server::routes::ROUTES {
+        let op = &doc["paths"][route.path][route.method.to_lowercase()];
+        // Path parameters this test can fill with something that exists.
+        let Some(path) = [("{session_id}", &session), ("{execution_id}", &execution)]
+            .iter()
+            .try_fold(route.path.to_string(), |path, (name, value)| {
+                Some(path.replace(name, value))
+            })
+            .filter(|path| !path.contains('{'))
+        else {
+            continue;
+        };
+        if route.path == "/ws"
+            || route.path == "/ui/dev-signin"
+            || route.method == "POST" && op["requestBody"].is_null()
+        {
+            continue;
+        }
+        let token = match op["security"][0].as_object().and_then(|o| o.keys().next()) {
+            Some(scheme) if scheme == "admin_token" => admin.token().to_string(),
+            Some(_) => acme.token().to_string(),
+            None => String::new(),
+        };
+        let send = |query: String, body: Option<&str>| {
+            let url = format!("{}{path}{query}", server.base);
+            let request = if route.method == "POST" {
+                http.post(url)
+                    .header("content-type", "application/json")
+                    .body(body.unwrap_or("").to_string())
+            } else {
+                http.get(url)
+            };
+            request.bearer_auth(&token).send()
+        };
+        let what = format!("{} {}", route.method, route.path);
+        let schema = &op["requestBody"]["content"]["application/json"]["schema"];
+        if schema.is_object() {
+            let required = schema["required"].as_array().map_or(0, Vec::len);
+            let empty = send(String::new(), Some("{}"))
+                .await
+                .unwrap()
+                .status()
+                .as_u16();
+            if required > 0 {
+                assert_eq!(empty, 400, "{what}: {{}} lacks {required} required fields");
+            } else {
+                assert!(
+                    empty < 300,
+                    "{what}: every field is optional, yet {{}} got {empty}"
+                );
+            }
+            let array = send(String::new(), Some("[null, null]")).await.unwrap();
+            assert_eq!(array.status(), 400, "{what}: an array is not an object");
+            checked.0 += 1;
+        }
+        let params = op["parameters"].as_array().cloned().unwrap_or_default();
+        let query_params: Vec<&Value> = params.iter().filter(|p| p["in"] == "query").collect();
+        // Values that satisfy every parameter, for the routes that need some.
+        let valid = |name: &str| match name {
+            "q" => "alpha",
+            "start" => "executions/x",
+            _ => "",
+        };
+        let base_query: Vec<String> = query_params
+            .iter()
+            .filter(|p| p["required"] == true)
+            .map(|p| {
+                let name = p["name"].as_str().unwrap_or_default();
+                format!("{name}={}", valid(name))
+            })
+            .collect();
+        for p in &query_params {
+            let name = p["name"].as_str().unwrap_or_default();
+            let others: Vec<&String> = base_query
+                .iter()
+                .filter(|q| !q.starts_with(&format!("{name}=")))
+                .collect();
+            let with = |extra: Option<String>| {
+                let mut all: Vec<String> = others.iter().map(|s| s.to_string()).collect();
+                all.extend(extra);
+                format!("?{}", all.join("&"))
+            };
+            if p["required"] == true {
+                let status = send(with(None), Some("{}")).await.unwrap().status();
+                assert_eq!(status, 400, "{what}: {name} is documented as required");
+                checked.1 += 1;
+            }
+            if let Some(max) = p["schema"]["maximum"].as_u64()
+                && route.method == "GET"
+            {
+                let at = send(with(Some(format!("{name}={max}"))), None)
+                    .await
+                    .unwrap();
+                assert!(
+                    at.status().is_success() || at.status() == 404,
+                    "{what}: {name}={max} is documented as allowed, got {}",
+                    at.status()
+                );
+                let over = send(with(Some(format!("{name}={}", max + 1))), None)
+                    .await
+                    .unwrap();
+                assert_eq!(
+                    over.status(),
+                    400,
+                    "{what}: {name}={} is over the documented maximum",
+                    max + 1
+                );
+                checked.2 += 1;
+            }
+        }
+        if route.method == "GET" {
+            let query = if base_query.is_empty() {
+                String::new()
+            } else {
+                format!("?{}", base_query.join("&"))
+            };
+            let answer = send(query, None).await.unwrap();
+            if answer.status().is_success() {
+                let content_type = answer.headers()["content-type"]
+                    .to_str()
+                    .unwrap()
+                    .to_string();
+                let documented: Vec<&String> = op["responses"][answer.status().as_str()]["content"]
+                    .as_object()
+                    .map(|c| c.keys().collect())
+                    .unwrap_or_default();
+                assert!(
+                    documented.iter().any(|t| **t == content_type),
+                    "{what}: answered {content_type}, documented {documented:?}"
+                );
+                checked.3 += 1;
+            }
+        }
+    }
+    // The submission's wait_ms is a POST parameter: its maximum, checked apart.
+    let over = send_submit(&http, &server.base, acme.token(), &session, 30_001).await;
+    assert_eq!(over, 400, "wait_ms over the documented maximum");
+    assert!(send_submit(&http, &server.base, acme.token(), &session, 30_000).await < 300);
+    let (bodies, required, maxima, content_types) = checked;
+    assert!(bodies >= 4, "JSON bodies checked: {bodies}");
+    assert!(
+        required >= 2,
+        "required query parameters checked: {required}"
+    );
+    assert!(maxima >= 4, "documented maxima checked: {maxima}");
+    assert!(
+        content_types >= 10,
+        "content types checked: {content_types}"
+    );
+}
+
+async fn send_submit(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    session: &str,
+    wait_ms: u64,
+) -> u16 {
+    let body = json!({"intent_type": "runtime.echo", "session_id": session, "payload": {"value": 1, "steps": 1}});
+    http.post(format!("{base}/intent/submit?wait_ms={wait_ms}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 // A tenant over its request rate gets 429 rate_limited with Retry-After; other tenants are
 // unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
