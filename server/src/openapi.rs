@@ -40,13 +40,14 @@ fn multipart_schema() -> Value {
         "additionalProperties": false,
         "properties": {
             "session_id": { "type": "string", "description": "an open session of the caller's tenant" },
-            "file": { "type": "array", "items": { "type": "string", "format": "binary" }, "description": "one or more files" },
+            "file": { "type": "array", "minItems": 1, "items": { "type": "string", "format": "binary" }, "description": "one or more files" },
         },
     })
 }
 
-/// The whole document.
-pub fn document() -> Value {
+/// The whole document; the intent types and realms of the curator's capabilities are listed
+/// as the values an intent's `intent_type` and `realm` may take.
+pub fn document(intent_types: &[&str], realms: &[&str]) -> Value {
     let mut paths = serde_json::Map::new();
     for route in ROUTES {
         let mut responses = serde_json::Map::new();
@@ -108,7 +109,19 @@ pub fn document() -> Value {
         match route.input {
             Input::Empty => {}
             Input::Json(schema) => {
-                operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema() } } });
+                let mut schema = schema();
+                if let Some(intent_type) = schema["properties"].get_mut("intent_type") {
+                    intent_type["enum"] = json!(intent_types);
+                }
+                if let Some(realm) = schema["properties"].get_mut("realm") {
+                    // Optional: null stays allowed.
+                    let mut values = json!(realms);
+                    if let Some(values) = values.as_array_mut() {
+                        values.push(Value::Null);
+                    }
+                    realm["enum"] = values;
+                }
+                operation["requestBody"] = json!({ "required": true, "content": { "application/json": { "schema": schema } } });
             }
             Input::Multipart => {
                 operation["requestBody"] = json!({ "required": true, "content": { "multipart/form-data": { "schema": multipart_schema() } } });

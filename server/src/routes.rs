@@ -271,7 +271,8 @@ pub const ROUTES: &[RouteSpec] = &[
         "Upload files (multipart: session_id, one or more file parts); each becomes a content.upload execution",
         202,
     )
-    .input(Input::Multipart),
+    .input(Input::Multipart)
+    .errors(&[409]),
     route(
         "GET",
         "/content/documents/{document_id}",
@@ -1439,6 +1440,15 @@ async fn dev_signin(
     Ok(issued_answer(&state, &issued))
 }
 
-async fn openapi() -> Response {
-    axum::Json(crate::openapi::document()).into_response()
+async fn openapi(State(state): Shared) -> Response {
+    let capabilities = || state.runtime.registry().capabilities();
+    let mut intent_types: Vec<&str> = capabilities()
+        .flat_map(|c| c.intent_types.iter().map(String::as_str))
+        .collect();
+    let mut realms: Vec<&str> = capabilities().map(|c| c.realm.as_str()).collect();
+    for names in [&mut intent_types, &mut realms] {
+        names.sort_unstable();
+        names.dedup();
+    }
+    axum::Json(crate::openapi::document(&intent_types, &realms)).into_response()
 }

@@ -424,6 +424,34 @@ async fn the_openapi_document_describes_what_each_route_accepts() {
             }
         }
     }
+    // An intent's type may be any the curator resolves, and only those.
+    let (_, capabilities) = acme
+        .raw(Method::GET, "/curator/capabilities", None)
+        .await
+        .unwrap();
+    let mut resolved: Vec<&str> = capabilities["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|c| c["intent_types"].as_array().unwrap().iter())
+        .filter_map(Value::as_str)
+        .collect();
+    resolved.sort_unstable();
+    resolved.dedup();
+    let documented = &doc["paths"]["/intent/submit"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"]["intent_type"]["enum"];
+    assert!(resolved.contains(&"runtime.echo"), "{resolved:?}");
+    assert_eq!(documented, &json!(resolved));
+    let realms = &doc["paths"]["/intent/submit"]["post"]["requestBody"]["content"]["application/json"]
+        ["schema"]["properties"]["realm"]["enum"];
+    for realm in capabilities["capabilities"].as_array().unwrap() {
+        let realm = &realm["realm"];
+        assert!(
+            realms.as_array().unwrap().contains(realm),
+            "{realm} not in {realms}"
+        );
+    }
+    assert!(realms.as_array().unwrap().contains(&Value::Null));
     // The submission's wait_ms is a POST parameter: its maximum, checked apart.
     let over = send_submit(&http, &server.base, acme.token(), &session, 30_001).await;
     assert_eq!(over, 400, "wait_ms over the documented maximum");
