@@ -153,7 +153,9 @@ pub enum Stored {
 /// A store of tenant-namespaced vertices and edges with an atomic checkpoint.
 pub trait GraphStore: Send + Sync + 'static {
     fn applied_lsn(&self) -> Result<Lsn>;
-    /// Applies the write and its checkpoint atomically.
+    /// Applies the write, then its checkpoint. Whatever a crash leaves of a commit, the
+    /// checkpoint is never ahead of the entries it covers, and the entries written past it
+    /// are overwritten with the same values when the runner re-applies from it.
     fn commit(&self, write: &GraphWrite) -> Result<()>;
     fn vertex(&self, tenant: &str, id: &str) -> Result<Option<Value>>;
     /// Edges touching `id` in `direction`, at most `limit`.
@@ -241,6 +243,59 @@ impl SledGraph {
             .cache_capacity(SLED_CACHE_BYTES)
             .flush_every_ms(Some(SLED_FLUSH_EVERY_MS))
             .mode(sled::Mode::HighThroughput)
+    }
+
+    /// Writes `write`'s vertices and edges (at most `entries_max` of them: less only in the
+    /// test of an interrupted commit), then, if all were written, its event counters and
+    /// checkpoint in one atomic batch.
+    ///
+    /// The vertices and edges are plain inserts, not part of that batch: each is a whole
+    /// value computed from the state at the batch's end, so writing it twice writes the same
+    /// thing, and a runner restarting from the older checkpoint after a crash mid-commit
+    /// rewrites them identically. sled recovers a prefix of its log, so a checkpoint that
+    /// survives a crash has every insert before it. The counters (increments, which are not
+    /// idempotent) go with the checkpoint. A sled batch is applied under a lock that stops
+    /// every other sled operation of the process, and building it hashes and copies every
+    /// key: the graph view rebuilt 230-240 k events/s this way against 183 k with everything
+    /// in the batch.
+    fn commit_entries(&self, write: &GraphWrite, entries_max: usize) -> Result<()> {
+        let mut budget = entries_max;
+        let mut insert = |key: Vec<u8>, value: &[u8]| -> Result<bool> {
+            if budget == 0 {
+                return Ok(false);
+            }
+            budget -= 1;
+            self.db.insert(key, value)?;
+            Ok(true)
+        };
+        for ((tenant, id), doc) in &write.vertices {
+            if !insert(vertex_key(tenant, id), &crate::compact::encode(doc))? {
+                return Ok(());
+            }
+        }
+        // An edge is all key: its document is derived from the key when read, which keeps
+        // sled's nodes small (it copies a leaf on every insert).
+        for ((tenant, edge), stored) in &write.edges {
+            if *stored != Stored::In
+                && !insert(edge_key(OUT, tenant, &edge.from, edge.label, &edge.to), &[])?
+            {
+                return Ok(());
+            }
+            if *stored != Stored::Out
+                && !insert(edge_key(IN, tenant, &edge.to, edge.label, &edge.from), &[])?
+            {
+                return Ok(());
+            }
+        }
+        let mut batch = sled::Batch::default();
+        for (tenant, n) in &write.tenant_events {
+            let key = events_key(tenant);
+            let now = u64_value(&key, self.db.get(&key)?)?;
+            batch.insert(key, &(now + n).to_be_bytes()[..]);
+        }
+        batch.insert(APPLIED_KEY, &write.applied_lsn.to_be_bytes()[..]);
+        self.db.apply_batch(batch)?;
+        Ok(())
     }
 
     /// Opens the graph at `path`; fails on any error (see [`SledGraph::open_or_reset`]).
@@ -348,34 +403,7 @@ impl GraphStore for SledGraph {
     }
 
     fn commit(&self, write: &GraphWrite) -> Result<()> {
-        let mut batch = sled::Batch::default();
-        for ((tenant, id), doc) in &write.vertices {
-            batch.insert(vertex_key(tenant, id), crate::compact::encode(doc));
-        }
-        // An edge is all key: its document is derived from the key when read, which keeps
-        // sled's nodes small (it copies a leaf on every insert).
-        for ((tenant, edge), stored) in &write.edges {
-            if *stored != Stored::In {
-                batch.insert(
-                    edge_key(OUT, tenant, &edge.from, edge.label, &edge.to),
-                    &[][..],
-                );
-            }
-            if *stored != Stored::Out {
-                batch.insert(
-                    edge_key(IN, tenant, &edge.to, edge.label, &edge.from),
-                    &[][..],
-                );
-            }
-        }
-        for (tenant, n) in &write.tenant_events {
-            let key = events_key(tenant);
-            let now = u64_value(&key, self.db.get(&key)?)?;
-            batch.insert(key, &(now + n).to_be_bytes()[..]);
-        }
-        batch.insert(APPLIED_KEY, &write.applied_lsn.to_be_bytes()[..]);
-        self.db.apply_batch(batch)?;
-        Ok(())
+        self.commit_entries(write, usize::MAX)
     }
 
     fn tenant_events(&self, tenant: &str) -> Result<u64> {
@@ -1016,6 +1044,77 @@ mod tests {
 
     // An event counter of the view's own that does not parse is damage: the runner clears
     // the view and rebuilds it from the log, and the counter is right again.
+
+    // A commit cut short after some of its vertices and edges (a crash before its
+    // checkpoint): the runner restarts from the previous checkpoint and the graph ends equal,
+    // entry for entry and counter for counter, to one built without interruption.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_commit_cut_short_is_completed_by_the_runner_from_its_checkpoint() {
+        use crate::fold::Fold;
+        use crate::runner::{Runner, RunnerConfig, rebuild};
+        use symphainy_wal::{Config, Log, Wal};
+        let dir = tempfile::tempdir().unwrap();
+        let wal = Arc::new(Wal::open(dir.path().join("wal"), Config::default()).unwrap());
+        let appender = wal.clone();
+        tokio::task::spawn_blocking(move || {
+            symphainy_engine::testing::synthetic_log(&appender, 3_000)
+        })
+        .await
+        .unwrap();
+        let end = wal.durable_lsn();
+        let whole = Arc::new(reopen(&dir.path().join("whole")));
+        rebuild(
+            &mut GraphView::new(whole.clone()),
+            &mut wal.cursor(1),
+            512,
+            |_| {},
+        )
+        .await
+        .unwrap();
+        let expected = whole.dump().unwrap();
+        for cut in [0, 1, 7, 500] {
+            let graph = Arc::new(reopen(&dir.path().join(format!("cut-{cut}"))));
+            // The first half committed; the second half's write cut after `cut` entries.
+            let mut fold = Fold::default();
+            let mut cursor = wal.cursor(1);
+            let half = end / 2;
+            for upto in [half, end] {
+                let want = (upto + 1 - cursor.next_lsn()) as usize;
+                cursor
+                    .visit(want, |lsn, meta, payload| {
+                        fold.apply_record(lsn, meta, payload).unwrap()
+                    })
+                    .unwrap();
+                let batch = fold.take_batch();
+                let write = render_batch(fold.state(), &batch);
+                let entries = if upto == end { cut } else { usize::MAX };
+                graph.commit_entries(&write, entries).unwrap();
+            }
+            assert_eq!(graph.applied_lsn().unwrap(), half, "cut {cut}");
+            let runner = Runner::start(
+                wal.clone(),
+                GraphView::new(graph.clone()),
+                State::default(),
+                RunnerConfig::default(),
+            );
+            assert!(
+                runner
+                    .wait_applied(end, std::time::Duration::from_secs(20))
+                    .await
+            );
+            runner.stop().await;
+            let got = graph.dump().unwrap();
+            let differs = got.iter().zip(&expected).find(|(a, b)| a != b);
+            assert!(
+                got.len() == expected.len() && differs.is_none(),
+                "cut {cut}: {} entries against {}, first difference {differs:?}",
+                got.len(),
+                expected.len()
+            );
+        }
+        assert!(expected.len() > 1_000, "{} entries", expected.len());
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_damaged_counter_is_rebuilt_from_the_log() {
         use crate::runner::{Runner, RunnerConfig};
