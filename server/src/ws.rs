@@ -208,11 +208,21 @@ async fn handle(
             {
                 return reply(error(request_id, "not_found", "no such session"));
             }
-            let from_lsn = message
-                .get("from_lsn")
-                .and_then(Value::as_u64)
-                .unwrap_or(1)
-                .max(1);
+            // Absent (or null) is the log's start; anything but a whole number is refused
+            // rather than read as the start (a replay of everything the client did not ask for).
+            let from_lsn = match message.get("from_lsn") {
+                None | Some(Value::Null) => 1,
+                Some(lsn) => match lsn.as_u64() {
+                    Some(lsn) => lsn.max(1),
+                    None => {
+                        return reply(error(
+                            request_id,
+                            "invalid_request",
+                            "from_lsn must be a whole number (an LSN)",
+                        ));
+                    }
+                },
+            };
             if let Some(old) = subscriptions.remove(&session_id) {
                 old.abort();
             }

@@ -166,6 +166,19 @@ async fn submit_over_socket_and_errors() {
     assert!(
         matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "invalid_request")
     );
+    // Not an object, and an LSN that is not a number: errors, not a replay from the start.
+    for bad in [
+        "[1, 2]".to_string(),
+        json!({"type": "subscribe", "session_id": session, "from_lsn": "5"}).to_string(),
+        json!({"type": "subscribe", "session_id": session, "from_lsn": -1}).to_string(),
+    ] {
+        socket.send_text(&bad).await.unwrap();
+        let answer = socket.next(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            matches!(&answer, Some(ServerMessage::Error { code, .. }) if code == "invalid_request"),
+            "{bad}: {answer:?}"
+        );
+    }
     socket
         .subscribe("01ARZ3NDEKTSV4RRFFQ69G5FAV", 1)
         .await
