@@ -646,3 +646,60 @@ async fn a_redis_down_at_start_is_caught_up_when_it_comes() {
     assert_eq!(acme.session(&session).await.unwrap().session_id, session);
     assert_eq!(fallbacks().await, settled, "Redis did not answer once up");
 }
+
+// A value in Redis that is not what the surface wrote (not JSON: another client's write, a
+// damaged restore) is never served: the read is answered from the runtime's own fold and
+// counted as a fallback, and the other keys are still read from Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_value_in_redis_is_answered_from_the_runtime() {
+    let redis = RedisServer::start().unwrap();
+    let server = on_redis(&redis, |_| {}).await;
+    let acme = tenant_client(&server, "acme").await;
+    let session = acme.create_session(json!({})).await.unwrap().session_id;
+    let damaged = finished_echo(&acme, &session, 1).await;
+    let intact = finished_echo(&acme, &session, 2).await;
+    caught_up(&server).await;
+    let client = redis::Client::open(redis.url(0)).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    let () = redis::cmd("SET")
+        .arg(format!("t:{{acme}}:execution:{damaged}"))
+        .arg("{not json")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let fallbacks = || async {
+        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = fallbacks().await;
+    let status = acme.execution(&damaged).await.unwrap();
+    assert_eq!(
+        (status.execution_id.as_str(), status.status.as_str()),
+        (damaged.as_str(), "completed")
+    );
+    let (code, record) = acme
+        .raw(
+            reqwest::Method::GET,
+            &format!("/runtime/state/{damaged}"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        (code, record["status"].as_str()),
+        (200, Some("completed")),
+        "{record}"
+    );
+    assert_eq!(
+        fallbacks().await,
+        before + 2,
+        "the damaged key was not refused"
+    );
+    assert_eq!(acme.execution(&intact).await.unwrap().status, "completed");
+    assert_eq!(
+        fallbacks().await,
+        before + 2,
+        "an intact key was not read from Redis"
+    );
+}
