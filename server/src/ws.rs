@@ -194,11 +194,15 @@ async fn handle(
         Some("ping") => reply(json!({ "type": "pong" }).to_string()),
         Some("subscribe") => {
             let Some(session_id) = session() else {
-                return reply(error(
-                    request_id,
-                    "invalid_request",
-                    "subscribe needs a session_id",
-                ));
+                // A malformed id names no session: answered as an unknown one, as over HTTP.
+                return match message.get("session_id").and_then(Value::as_str) {
+                    Some(_) => reply(error(request_id, "not_found", "no such session")),
+                    None => reply(error(
+                        request_id,
+                        "invalid_request",
+                        "subscribe needs a session_id",
+                    )),
+                };
             };
             if state
                 .runtime

@@ -179,13 +179,26 @@ async fn submit_over_socket_and_errors() {
             "{bad}: {answer:?}"
         );
     }
-    socket
-        .subscribe("01ARZ3NDEKTSV4RRFFQ69G5FAV", 1)
-        .await
-        .unwrap();
-    assert!(
-        matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "not_found")
-    );
+    // An unknown session and a malformed id are both not_found, as over HTTP; no id at all
+    // is a malformed request.
+    for (message, expected) in [
+        (
+            json!({"type": "subscribe", "session_id": "01ARZ3NDEKTSV4RRFFQ69G5FAV"}),
+            "not_found",
+        ),
+        (
+            json!({"type": "subscribe", "session_id": "nope"}),
+            "not_found",
+        ),
+        (json!({"type": "subscribe"}), "invalid_request"),
+    ] {
+        socket.send_text(&message.to_string()).await.unwrap();
+        let answer = socket.next(Duration::from_secs(5)).await.unwrap();
+        assert!(
+            matches!(&answer, Some(ServerMessage::Error { code, .. }) if code == expected),
+            "{message}: {answer:?}"
+        );
+    }
     socket
         .submit(
             "r-1",
