@@ -585,6 +585,14 @@ impl Socket {
             .map_err(|e| Error::Transport(e.to_string()))
     }
 
+    /// Sends a binary frame (for tests of malformed input: the protocol is JSON text).
+    pub async fn send_binary(&mut self, bytes: &[u8]) -> Result<()> {
+        self.stream
+            .send(Message::Binary(bytes.to_vec().into()))
+            .await
+            .map_err(|e| Error::Transport(e.to_string()))
+    }
+
     /// The next message, or `None` if nothing arrives within `timeout`.
     pub async fn next(&mut self, timeout: Duration) -> Result<Option<ServerMessage>> {
         loop {

@@ -115,6 +115,15 @@ async fn serve(
                         break;
                     }
                     Some(Ok(Message::Close(_))) | None => break,
+                    // The protocol is JSON text: a binary frame gets an error (it was dropped
+                    // without a word, leaving a client waiting for an answer).
+                    Some(Ok(Message::Binary(_))) => {
+                        let message = "messages are JSON text frames, not binary";
+                        if queue.try_send(error(None, "invalid_request", message)).is_err() {
+                            let _ = closer.send(Some((CLOSE_TOO_SLOW, "client too slow")));
+                        }
+                        continue;
+                    }
                     Some(Ok(_)) => continue,
                 };
                 // The signature was checked at the upgrade; expiry and revocation each time.

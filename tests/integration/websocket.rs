@@ -166,6 +166,13 @@ async fn submit_over_socket_and_errors() {
     assert!(
         matches!(socket.next(Duration::from_secs(5)).await.unwrap(), Some(ServerMessage::Error { code, .. }) if code == "invalid_request")
     );
+    // A binary frame: an error, not silence.
+    socket.send_binary(br#"{"type": "ping"}"#).await.unwrap();
+    let answer = socket.next(Duration::from_secs(5)).await.unwrap();
+    assert!(
+        matches!(&answer, Some(ServerMessage::Error { code, .. }) if code == "invalid_request"),
+        "binary: {answer:?}"
+    );
     // Not an object, and an LSN that is not a number: errors, not a replay from the start.
     for bad in [
         "[1, 2]".to_string(),
