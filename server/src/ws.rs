@@ -119,9 +119,7 @@ async fn serve(
                     // without a word, leaving a client waiting for an answer).
                     Some(Ok(Message::Binary(_))) => {
                         let message = "messages are JSON text frames, not binary";
-                        if queue.try_send(error(None, "invalid_request", message)).is_err() {
-                            let _ = closer.send(Some((CLOSE_TOO_SLOW, "client too slow")));
-                        }
+                        reply(&queue, &closer, error(None, "invalid_request", message));
                         continue;
                     }
                     Some(Ok(_)) => continue,
@@ -176,6 +174,13 @@ fn error(request_id: Option<&Value>, code: &str, message: &str) -> String {
     out.to_string()
 }
 
+/// Queues an answer to the client; a client whose queue is full is closed as too slow.
+fn reply(queue: &mpsc::Sender<String>, closer: &Closer, message: String) {
+    if queue.try_send(message).is_err() {
+        let _ = closer.send(Some((CLOSE_TOO_SLOW, "client too slow")));
+    }
+}
+
 async fn handle(
     state: &Arc<AppState>,
     principal: &TenantPrincipal,
@@ -184,11 +189,7 @@ async fn handle(
     closer: &Closer,
     subscriptions: &mut HashMap<Id, JoinHandle<()>>,
 ) {
-    let reply = |message: String| {
-        if queue.try_send(message).is_err() {
-            let _ = closer.send(Some((CLOSE_TOO_SLOW, "client too slow")));
-        }
-    };
+    let reply = |message: String| reply(queue, closer, message);
     let Ok(message) = serde_json::from_str::<Value>(text) else {
         return reply(error(None, "invalid_request", "messages are JSON objects"));
     };

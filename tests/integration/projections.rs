@@ -134,6 +134,13 @@ async fn on_redis(redis: &RedisServer, adjust: impl FnOnce(&mut ServerConfig)) -
 /// applies an event before it is durable (deterministic steps' events are made durable with
 /// the next fsync), so the LSN to wait for is the state's, once durable, not the log's
 /// durable LSN of the moment.
+/// Reads the server answered from the runtime because the surface could not.
+async fn fallback_reads(server: &TestServer) -> u64 {
+    server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
+        .as_u64()
+        .unwrap()
+}
+
 async fn caught_up(server: &TestServer) {
     let p = &server.running.state.projections;
     let durable = server
@@ -478,12 +485,7 @@ async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
     let session = acme.create_session(json!({})).await.unwrap().session_id;
     let id = finished_echo(&acme, &session, 1).await;
     caught_up(&server).await;
-    let fallbacks = || async {
-        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = fallbacks().await;
+    let before = fallback_reads(&server).await;
 
     let client = redis::Client::open(redis.url(0)).unwrap();
     let mut conn = client.get_multiplexed_async_connection().await.unwrap();
@@ -497,7 +499,7 @@ async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
     );
     assert_eq!(acme.session(&session).await.unwrap().session_id, session);
     assert!(
-        fallbacks().await >= before + 3,
+        fallback_reads(&server).await >= before + 3,
         "the reads were not answered by the runtime"
     );
 
@@ -520,10 +522,10 @@ async fn a_redis_that_lost_its_data_is_not_read_until_rebuilt() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     caught_up(&server).await;
-    let settled = fallbacks().await;
+    let settled = fallback_reads(&server).await;
     assert_eq!(acme.execution(&id).await.unwrap().status, "completed");
     assert_eq!(
-        fallbacks().await,
+        fallback_reads(&server).await,
         settled,
         "the rebuilt surface did not answer"
     );
@@ -637,14 +639,13 @@ async fn a_redis_down_at_start_is_caught_up_when_it_comes() {
             .unwrap();
         assert!(raw.is_some_and(|r| r.contains("completed")), "{id}");
     }
-    let fallbacks = || async {
-        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
-            .as_u64()
-            .unwrap()
-    };
-    let settled = fallbacks().await;
+    let settled = fallback_reads(&server).await;
     assert_eq!(acme.session(&session).await.unwrap().session_id, session);
-    assert_eq!(fallbacks().await, settled, "Redis did not answer once up");
+    assert_eq!(
+        fallback_reads(&server).await,
+        settled,
+        "Redis did not answer once up"
+    );
 }
 
 // A value in Redis that is not what the surface wrote (not JSON: another client's write, a
@@ -667,12 +668,7 @@ async fn a_damaged_value_in_redis_is_answered_from_the_runtime() {
         .query_async(&mut conn)
         .await
         .unwrap();
-    let fallbacks = || async {
-        server.admin().metrics().await.unwrap()["state"]["fallback_reads"]
-            .as_u64()
-            .unwrap()
-    };
-    let before = fallbacks().await;
+    let before = fallback_reads(&server).await;
     let status = acme.execution(&damaged).await.unwrap();
     assert_eq!(
         (status.execution_id.as_str(), status.status.as_str()),
@@ -692,13 +688,13 @@ async fn a_damaged_value_in_redis_is_answered_from_the_runtime() {
         "{record}"
     );
     assert_eq!(
-        fallbacks().await,
+        fallback_reads(&server).await,
         before + 2,
         "the damaged key was not refused"
     );
     assert_eq!(acme.execution(&intact).await.unwrap().status, "completed");
     assert_eq!(
-        fallbacks().await,
+        fallback_reads(&server).await,
         before + 2,
         "an intact key was not read from Redis"
     );
