@@ -1,4 +1,5 @@
-//! A compact binary encoding of JSON documents, for the graph view's stored vertices.
+//! A compact binary encoding of JSON documents, for the graph view's stored vertices, and of
+//! vertex ids, for its keys ([`put_id`]).
 //!
 //! sled copies a leaf (up to 17 entries) on every insert and logs whole pages, so the size of
 //! a stored document is paid many times over. A vertex as JSON text is mostly field names,
@@ -204,6 +205,66 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
     }
 }
 
+/// Collections whose name is one byte in a graph id (position + 1; 0 introduces a name
+/// spelled out). Append only: the position of a name is part of the graph's key format.
+pub const COLLECTIONS: [&str; 9] = [
+    "tenants",
+    "sessions",
+    "intents",
+    "executions",
+    "steps",
+    "capabilities",
+    "documents",
+    "chunks",
+    "facts",
+];
+
+/// An id without a `/` (never stored by the view; written so that any text has a form).
+const ID_WITHOUT_COLLECTION: u8 = 0xff;
+/// The key after the collection: a canonical ULID (16 bytes)...
+const KEY_ULID: u8 = 1;
+/// ...a canonical ULID and more text (a chunk's or fact's key: `<document>-c0`)...
+const KEY_ULID_AND_TEXT: u8 = 2;
+/// ...or any other text.
+const KEY_TEXT: u8 = 3;
+
+/// Writes a vertex id (`collection/key`) in the graph's key form: a collection byte and the
+/// key, a ULID as its 16 bytes (a graph key is about half as long as the text, and sled
+/// copies and compares keys on every insert). Self-delimiting: no id's form is a prefix of
+/// another's, so the form of an id followed by anything can be scanned as a prefix.
+pub fn put_id(out: &mut Vec<u8>, id: &str) {
+    let Some((collection, key)) = id.split_once('/') else {
+        out.push(ID_WITHOUT_COLLECTION);
+        put_str(out, id);
+        return;
+    };
+    match COLLECTIONS.iter().position(|c| *c == collection) {
+        Some(i) => out.push(i as u8 + 1),
+        None => {
+            out.push(0);
+            put_str(out, collection);
+        }
+    }
+    if let Some(ulid) = ulid_value(key) {
+        out.push(KEY_ULID);
+        out.extend_from_slice(&ulid.to_be_bytes());
+    } else if let Some(ulid) = key.get(..26).and_then(ulid_value) {
+        out.push(KEY_ULID_AND_TEXT);
+        out.extend_from_slice(&ulid.to_be_bytes());
+        put_str(out, &key[26..]);
+    } else {
+        out.push(KEY_TEXT);
+        put_str(out, key);
+    }
+}
+
+/// Reads an id [`put_id`] wrote at the start of `bytes`; returns it and the bytes it took.
+pub fn take_id(bytes: &[u8]) -> Result<(String, usize)> {
+    let mut r = Reader { bytes, at: 0 };
+    let id = r.id()?;
+    Ok((id, r.at))
+}
+
 struct Reader<'a> {
     bytes: &'a [u8],
     at: usize,
@@ -265,6 +326,32 @@ impl Reader<'_> {
         String::from_utf8(raw).map_err(|_| self.bad("invalid UTF-8".into()))
     }
 
+    fn ulid(&mut self) -> Result<String> {
+        let raw: [u8; 16] = self
+            .take(16)?
+            .try_into()
+            .map_err(|_| self.bad("truncated".into()))?;
+        Ok(Id(u128::from_be_bytes(raw)).to_string())
+    }
+
+    fn id(&mut self) -> Result<String> {
+        let collection = match self.byte()? {
+            ID_WITHOUT_COLLECTION => return self.string(),
+            0 => self.string()?,
+            i => COLLECTIONS
+                .get(usize::from(i) - 1)
+                .ok_or_else(|| self.bad(format!("unknown collection code {i}")))?
+                .to_string(),
+        };
+        let key = match self.byte()? {
+            KEY_ULID => self.ulid()?,
+            KEY_ULID_AND_TEXT => self.ulid()? + &self.string()?,
+            KEY_TEXT => self.string()?,
+            other => return Err(self.bad(format!("unknown key form {other}"))),
+        };
+        Ok(format!("{collection}/{key}"))
+    }
+
     fn value(&mut self, depth: usize) -> Result<Value> {
         if depth > DEPTH_MAX {
             return Err(self.bad("nested too deep".into()));
@@ -296,13 +383,7 @@ impl Reader<'_> {
                 }
                 Value::String(rfc3339(ms as i64))
             }
-            ULID => {
-                let raw: [u8; 16] = self
-                    .take(16)?
-                    .try_into()
-                    .map_err(|_| self.bad("truncated".into()))?;
-                Value::String(Id(u128::from_be_bytes(raw)).to_string())
-            }
+            ULID => Value::String(self.ulid()?),
             ARRAY => {
                 let n = self.len()?;
                 let mut items = Vec::with_capacity(n);
@@ -368,7 +449,50 @@ mod tests {
         })
     }
 
+    /// Ids of every form a graph key holds: known and unknown collections, ULID keys,
+    /// ULIDs followed by text, other text, non-canonical ULIDs, no collection at all.
+    fn vertex_id() -> impl Strategy<Value = String> {
+        let collection = prop_oneof![
+            prop::sample::select(COLLECTIONS.to_vec()).prop_map(str::to_string),
+            "[a-z_]{0,12}",
+        ];
+        let key = prop_oneof![
+            any::<u128>().prop_map(|v| Id(v).to_string()),
+            (any::<u128>(), "[-a-z0-9@.]{0,6}").prop_map(|(v, s)| Id(v).to_string() + &s),
+            any::<u128>().prop_map(|v| Id(v).to_string().to_lowercase()),
+            ".{0,40}",
+        ];
+        prop_oneof![
+            4 => (collection, key).prop_map(|(c, k)| format!("{c}/{k}")),
+            1 => "[^/]{0,20}",
+        ]
+    }
+
     proptest! {
+        // An id reads back from its form, and its form is never a prefix of another id's:
+        // scanning the form of an id as a key prefix finds that id's edges and no other's.
+        #[test]
+        fn ids_round_trip_and_no_form_is_a_prefix_of_another(
+            a in vertex_id(),
+            b in vertex_id(),
+            tail in prop::collection::vec(any::<u8>(), 0..8),
+        ) {
+            let (mut form_a, mut form_b) = (Vec::new(), Vec::new());
+            put_id(&mut form_a, &a);
+            put_id(&mut form_b, &b);
+            prop_assert_eq!(take_id(&form_a).unwrap(), (a.clone(), form_a.len()));
+            if a != b {
+                prop_assert!(!form_b.starts_with(&form_a), "{a:?} is a prefix of {b:?}");
+            }
+            let read = form_a.len();
+            form_a.extend_from_slice(&tail);
+            prop_assert_eq!(take_id(&form_a).unwrap(), (a, read));
+            // Damaged: an error or some id, never a panic.
+            for cut in 0..form_b.len() {
+                let _ = take_id(&form_b[..cut]);
+            }
+        }
+
         #[test]
         fn every_json_value_round_trips(value in json_value()) {
             prop_assert_eq!(decode(&encode(&value)).unwrap(), value);
@@ -429,5 +553,26 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, NULL]).is_err());
         assert!(decode(&[FORMAT, NULL, NULL]).is_err());
+    }
+
+    #[test]
+    fn an_id_with_a_ulid_takes_its_sixteen_bytes() {
+        let ulid = "01M8ARR8ZBSRTDT3TGMFND4E34";
+        let form = |id: &str| {
+            let mut out = Vec::new();
+            put_id(&mut out, id);
+            out
+        };
+        assert_eq!(form(&format!("executions/{ulid}")).len(), 1 + 1 + 16);
+        assert_eq!(form(&format!("facts/{ulid}-f12")).len(), 1 + 1 + 16 + 1 + 4);
+        assert_eq!(
+            form("capabilities/runtime.echo@1").len(),
+            1 + 1 + 1 + "runtime.echo@1".len()
+        );
+        // Bytes that are no id: an error.
+        assert!(take_id(&[]).is_err());
+        assert!(take_id(&[COLLECTIONS.len() as u8 + 1, KEY_TEXT, 0]).is_err());
+        assert!(take_id(&[1, 9]).is_err());
+        assert!(take_id(&[1, KEY_ULID, 0, 0]).is_err());
     }
 }
