@@ -31,6 +31,17 @@ pub fn execution_status(state: &State, e: &Execution) -> Value {
     tree(execution_text(state, e, false))
 }
 
+/// [`execution_status`] in its typed form, for writing it in another format without building
+/// the tree (the graph view's vertices).
+pub fn execution_status_view<'a>(state: &'a State, e: &'a Execution) -> impl serde::Serialize + 'a {
+    execution_text(state, e, false)
+}
+
+/// [`session`] in its typed form.
+pub fn session_view(s: &Session) -> impl serde::Serialize + '_ {
+    session_text(s)
+}
+
 /// The execution's full record: its status plus the payload, the steps' recorded outputs and
 /// errors, idempotency key and compensation point.
 pub fn execution_record(state: &State, e: &Execution) -> Value {

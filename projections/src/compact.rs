@@ -16,6 +16,9 @@ use symphainy_engine::id::{Id, parse_canonical_rfc3339_ms, rfc3339};
 
 use crate::{Error, Result};
 
+mod ser;
+pub use ser::to_vec;
+
 /// First byte of every encoded document.
 pub const FORMAT: u8 = 1;
 
@@ -152,6 +155,44 @@ fn ulid_value(s: &str) -> Option<u128> {
     (id.to_string() == s).then_some(id.0)
 }
 
+/// A string value: a canonical timestamp or ULID packed, anything else as it is.
+fn put_string(out: &mut Vec<u8>, s: &str) {
+    if let Some(ms) = timestamp_ms(s) {
+        out.push(TIMESTAMP);
+        put_varint(out, ms);
+    } else if let Some(id) = ulid_value(s) {
+        out.push(ULID);
+        out.extend_from_slice(&id.to_be_bytes());
+    } else {
+        out.push(STRING);
+        put_str(out, s);
+    }
+}
+
+/// An object's field name: one byte when known.
+fn put_key(out: &mut Vec<u8>, key: &str) {
+    match KEYS.iter().position(|k| *k == key) {
+        Some(i) => out.push(i as u8 + 1),
+        None => {
+            out.push(0);
+            put_str(out, key);
+        }
+    }
+}
+
+fn put_int(out: &mut Vec<u8>, n: i64) {
+    match u64::try_from(n) {
+        Ok(u) => {
+            out.push(UINT);
+            put_varint(out, u);
+        }
+        Err(_) => {
+            out.push(NEG);
+            put_varint(out, (-(n + 1)) as u64);
+        }
+    }
+}
+
 fn put_value(out: &mut Vec<u8>, value: &Value) {
     match value {
         Value::Null => out.push(NULL),
@@ -162,25 +203,13 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
                 out.push(UINT);
                 put_varint(out, u);
             } else if let Some(i) = n.as_i64() {
-                out.push(NEG);
-                put_varint(out, (-(i + 1)) as u64);
+                put_int(out, i);
             } else {
                 out.push(FLOAT);
                 out.extend_from_slice(&n.as_f64().unwrap_or(0.0).to_le_bytes());
             }
         }
-        Value::String(s) => {
-            if let Some(ms) = timestamp_ms(s) {
-                out.push(TIMESTAMP);
-                put_varint(out, ms);
-            } else if let Some(id) = ulid_value(s) {
-                out.push(ULID);
-                out.extend_from_slice(&id.to_be_bytes());
-            } else {
-                out.push(STRING);
-                put_str(out, s);
-            }
-        }
+        Value::String(s) => put_string(out, s),
         Value::Array(items) => {
             out.push(ARRAY);
             put_varint(out, items.len() as u64);
@@ -192,13 +221,7 @@ fn put_value(out: &mut Vec<u8>, value: &Value) {
             out.push(OBJECT);
             put_varint(out, map.len() as u64);
             for (key, item) in map {
-                match KEYS.iter().position(|k| k == key) {
-                    Some(i) => out.push(i as u8 + 1),
-                    None => {
-                        out.push(0);
-                        put_str(out, key);
-                    }
-                }
+                put_key(out, key);
                 put_value(out, item);
             }
         }
@@ -498,6 +521,12 @@ mod tests {
             prop_assert_eq!(decode(&encode(&value)).unwrap(), value);
         }
 
+        // Encoding a value through serde writes exactly what encoding its tree writes.
+        #[test]
+        fn serializing_a_tree_writes_the_same_bytes(value in json_value()) {
+            prop_assert_eq!(to_vec(&value).unwrap(), encode(&value));
+        }
+
         // Damaged bytes give an error or some value, never a panic or a huge allocation.
         #[test]
         fn damaged_documents_never_panic(value in json_value(), at in any::<usize>(), byte in any::<u8>()) {
@@ -553,6 +582,80 @@ mod tests {
         assert!(decode(&[]).is_err());
         assert!(decode(&[9, NULL]).is_err());
         assert!(decode(&[FORMAT, NULL, NULL]).is_err());
+    }
+
+    // Typed values read back as their JSON tree: options skipped or null, flattened fields,
+    // raw JSON text, enums of every kind, maps with number keys, bytes, floats that are not
+    // finite, and counts that need more than one byte.
+    #[test]
+    fn a_typed_value_reads_back_as_its_json_tree() {
+        #[derive(serde::Serialize)]
+        enum Kind {
+            Unit,
+            Newtype(u8),
+            Tuple(i32, String),
+            Struct { a: Option<u64> },
+        }
+        #[derive(serde::Serialize)]
+        struct Inner<'a> {
+            status: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            skipped: Option<u8>,
+            absent: Option<u8>,
+            result: &'a serde_json::value::RawValue,
+        }
+        #[derive(serde::Serialize)]
+        struct Outer<'a> {
+            _id: String,
+            step_count: usize,
+            #[serde(flatten)]
+            inner: Inner<'a>,
+            kinds: Vec<Kind>,
+            by_number: std::collections::BTreeMap<u32, f64>,
+            #[serde(with = "serde_bytes_as_seq")]
+            bytes: Vec<u8>,
+            many: Vec<u32>,
+            unit: (),
+            started_at: String,
+            tuple: (i8, char, bool),
+        }
+        mod serde_bytes_as_seq {
+            pub fn serialize<S: serde::Serializer>(v: &[u8], s: S) -> Result<S::Ok, S::Error> {
+                s.serialize_bytes(v)
+            }
+        }
+        let raw = serde_json::value::RawValue::from_string(
+            r#"{"value": [1, -2, 0.5, "2026-11-26T01:50:35.500Z"], "z": null}"#.into(),
+        )
+        .unwrap();
+        let value = Outer {
+            _id: "executions/01M8ARR8ZBSRTDT3TGMFND4E34".into(),
+            step_count: 3,
+            inner: Inner {
+                status: "completed",
+                skipped: None,
+                absent: None,
+                result: &raw,
+            },
+            kinds: vec![
+                Kind::Unit,
+                Kind::Newtype(7),
+                Kind::Tuple(-3, "x".into()),
+                Kind::Struct { a: Some(u64::MAX) },
+            ],
+            by_number: [(1, 0.25), (20, f64::NAN)].into(),
+            bytes: vec![0, 255],
+            many: (0..300).collect(),
+            unit: (),
+            started_at: rfc3339(1_700_000_000_123),
+            tuple: (i8::MIN, 'é', true),
+        };
+        let tree = serde_json::to_value(&value).unwrap();
+        assert_eq!(decode(&to_vec(&value).unwrap()).unwrap(), tree);
+        // A map whose keys cannot be text is refused, as serde_json refuses it.
+        let bad: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        assert!(serde_json::to_value(&bad).is_err());
+        assert!(to_vec(&bad).is_err());
     }
 
     #[test]

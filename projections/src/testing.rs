@@ -234,8 +234,23 @@ pub fn assert_graph_matches<G: GraphStore>(state: &State, graph: &G) {
             .vertex(&e.tenant_id, &id)
             .unwrap()
             .expect("execution vertex");
-        assert_eq!(doc["status"], json!(e.status.name()));
-        assert_eq!(doc["_id"], json!(id));
+        // The vertex is the API's status of the execution plus what the graph derives from it.
+        let mut expected = symphainy_engine::view::execution_status(state, e);
+        expected["_id"] = json!(id);
+        expected["_key"] = json!(e.execution_id.to_string());
+        expected["step_count"] = json!(e.steps.len());
+        expected["realm"] = json!(e.realm);
+        expected["idempotency_key"] = json!(e.idempotency_key);
+        assert_eq!(doc, expected);
+        let session = state.sessions.get(&e.session_id).expect("session");
+        let session_id = format!("sessions/{}", e.session_id);
+        let mut expected = symphainy_engine::view::session(session);
+        expected["_id"] = json!(session_id);
+        expected["_key"] = json!(e.session_id.to_string());
+        assert_eq!(
+            graph.vertex(&e.tenant_id, &session_id).unwrap(),
+            Some(expected)
+        );
         for other in TENANTS.iter().filter(|t| **t != &*e.tenant_id) {
             assert_eq!(graph.vertex(other, &id).unwrap(), None);
         }
