@@ -99,6 +99,8 @@ pub struct AppState {
     pub ws_connections: AtomicUsize,
     /// `POST /ui/dev-signin` answers (the server runs on its embedded defaults).
     pub dev_signin: bool,
+    /// `/openapi.json`, built on its first request (the registry does not change after start).
+    pub openapi: std::sync::OnceLock<axum::body::Bytes>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -138,6 +140,7 @@ impl AppState {
             in_flight: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
             dev_signin: false,
+            openapi: std::sync::OnceLock::new(),
         }
     }
 

@@ -1440,14 +1440,23 @@ async fn dev_signin(
 }
 
 async fn openapi(State(state): Shared) -> Response {
-    let capabilities = || state.runtime.registry().capabilities();
-    let mut intent_types: Vec<&str> = capabilities()
-        .flat_map(|c| c.intent_types.iter().map(String::as_str))
-        .collect();
-    let mut realms: Vec<&str> = capabilities().map(|c| c.realm.as_str()).collect();
-    for names in [&mut intent_types, &mut realms] {
-        names.sort_unstable();
-        names.dedup();
-    }
-    axum::Json(crate::openapi::document(&intent_types, &realms)).into_response()
+    let document = state.openapi.get_or_init(|| {
+        let capabilities = || state.runtime.registry().capabilities();
+        let mut intent_types: Vec<&str> = capabilities()
+            .flat_map(|c| c.intent_types.iter().map(String::as_str))
+            .collect();
+        let mut realms: Vec<&str> = capabilities().map(|c| c.realm.as_str()).collect();
+        for names in [&mut intent_types, &mut realms] {
+            names.sort_unstable();
+            names.dedup();
+        }
+        let document = crate::openapi::document(&intent_types, &realms);
+        // A JSON tree of strings and numbers always serializes.
+        serde_json::to_vec(&document).unwrap_or_default().into()
+    });
+    (
+        [(axum::http::header::CONTENT_TYPE, "application/json")],
+        document.clone(),
+    )
+        .into_response()
 }
