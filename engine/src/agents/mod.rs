@@ -75,27 +75,101 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
     fn reason(&self, question: &str, facts: FactView<'_>) -> Proposal;
 }
 
-/// The deterministic reasoner: ranks facts by the question's words they share (title and
-/// headings break ties), and answers with the best ones, each claim citing its fact.
+/// The deterministic reasoner: ranks facts by the question's words they share, compared by
+/// stem ("owns" finds "Owner"), each word weighing more the fewer facts hold it, a word in a
+/// `key: value` fact's key twice as much; a "when" question also ranks date facts and a
+/// "how many / how much" question number facts; title and headings break ties. Answers with
+/// the best ones, each claim citing its fact. Integer arithmetic only: the same facts and
+/// question give the same answer on every machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExtractiveReasoner;
 
 /// Most claims the extractive reasoner makes.
 pub const EXTRACTIVE_CLAIMS_MAX: usize = 3;
 
+/// Words that say nothing about what is asked: question words, articles, auxiliaries,
+/// pronouns and prepositions.
+const STOP_WORDS: [&str; 48] = [
+    "a", "about", "an", "and", "any", "are", "as", "at", "be", "by", "can", "did", "do", "does",
+    "for", "from", "had", "has", "have", "how", "i", "in", "is", "it", "its", "many", "much", "of",
+    "on", "or", "tell", "that", "the", "their", "there", "this", "to", "was", "were", "what",
+    "when", "where", "which", "who", "whom", "whose", "why", "with",
+];
+
+/// A word's stem: common English endings taken off, so inflections of a word compare equal
+/// ("owns", "owner", "owned" -> "own"; "date", "dates", "dated" -> "dat").
+fn stem(word: &str) -> &str {
+    let long_enough = |s: &str| s.chars().count() >= 3;
+    let mut w = word;
+    for suffix in ["ings", "ing", "ers", "er", "ed", "es", "s"] {
+        if let Some(rest) = w.strip_suffix(suffix)
+            && long_enough(rest)
+            // "process", "business": a double s is not a plural.
+            && !(suffix == "s" && rest.ends_with('s'))
+        {
+            w = rest;
+            break;
+        }
+    }
+    w.strip_suffix('e').filter(|s| long_enough(s)).unwrap_or(w)
+}
+
+/// The distinct stems of a text's words, stop words left out.
+fn stems(text: &str) -> std::collections::BTreeSet<String> {
+    words(text)
+        .iter()
+        .filter(|w| !STOP_WORDS.contains(&w.as_str()))
+        .map(|w| stem(w).to_string())
+        .collect()
+}
+
+impl ExtractiveReasoner {
+    /// Scores every fact for `question` (0: unrelated).
+    fn scores(question: &str, facts: &[Fact]) -> Vec<u64> {
+        let asked = stems(question);
+        let said = words(question);
+        let says = |w: &str| said.iter().any(|s| s == w);
+        let wants_date = says("when") || asked.contains("dat");
+        let wants_number = says("how") && (says("many") || says("much"));
+        let per_fact: Vec<_> = facts.iter().map(|f| stems(&f.value)).collect();
+        // Rarer words weigh more: a word every fact holds tells the facts apart least.
+        let n = facts.len() as u64;
+        let weight = |stem: &String| {
+            let holding = per_fact.iter().filter(|s| s.contains(stem)).count() as u64;
+            (n * 8) / holding.max(1)
+        };
+        facts
+            .iter()
+            .zip(&per_fact)
+            .map(|(f, held)| {
+                let key = (f.kind == "key_value")
+                    .then(|| f.value.split_once(':').map(|(k, _)| stems(k)))
+                    .flatten()
+                    .unwrap_or_default();
+                let mut score: u64 = asked
+                    .iter()
+                    .filter(|s| held.contains(*s))
+                    .map(|s| weight(s) * if key.contains(s) { 2 } else { 1 })
+                    .sum();
+                if (wants_date && f.kind == "date") || (wants_number && f.kind == "number") {
+                    score += n * 4;
+                }
+                if score > 0 && matches!(f.kind.as_str(), "title" | "heading") {
+                    score += 1;
+                }
+                score
+            })
+            .collect()
+    }
+}
+
 impl Reasoner for ExtractiveReasoner {
     fn reason(&self, question: &str, facts: FactView<'_>) -> Proposal {
-        let asked: std::collections::BTreeSet<String> = words(question).into_iter().collect();
-        let mut scored: Vec<(usize, usize, &Fact)> = facts
-            .facts()
-            .iter()
-            .enumerate()
-            .map(|(i, f)| {
-                let words = words(&f.value);
-                let overlap = words.iter().filter(|w| asked.contains(*w)).count();
-                let bonus = usize::from(matches!(f.kind.as_str(), "title" | "heading"));
-                (overlap * 2 + bonus, i, f)
-            })
+        let all = facts.facts();
+        let mut scored: Vec<(u64, usize, &Fact)> = Self::scores(question, all)
+            .into_iter()
+            .zip(all.iter().enumerate())
+            .map(|(score, (i, f))| (score, i, f))
             .filter(|(score, _, _)| *score > 0)
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
@@ -103,7 +177,12 @@ impl Reasoner for ExtractiveReasoner {
             .into_iter()
             .take(EXTRACTIVE_CLAIMS_MAX)
             .map(|(_, _, f)| Claim {
-                text: format!("{}: {}", f.kind.replace('_', " "), f.value),
+                // A `key: value` fact says what it is; others are named by their kind.
+                text: if f.kind == "key_value" {
+                    f.value.clone()
+                } else {
+                    format!("{}: {}", f.kind.replace('_', " "), f.value)
+                },
                 citations: vec![f.fact_id.clone()],
             })
             .collect();
@@ -205,6 +284,59 @@ mod tests {
     }
 
     #[test]
+    fn stems_make_inflections_equal() {
+        for (a, b) in [
+            ("owns", "owner"),
+            ("owned", "own"),
+            ("date", "dated"),
+            ("dates", "date"),
+            ("reports", "report"),
+            ("revenues", "revenue"),
+            ("processes", "process"),
+            ("reviewed", "review"),
+        ] {
+            assert_eq!(stem(a), stem(b), "{a} {b}");
+        }
+        assert_eq!(stem("process"), "process");
+        assert_eq!(stem("is"), "is");
+        assert_eq!(stem("uses"), "use");
+    }
+
+    // The fact that answers ranks first: a key naming what is asked beats a title that only
+    // repeats the subject; a "when" question finds dates, a "how many" one numbers; words
+    // every fact holds and question words count for nothing.
+    #[test]
+    fn the_answering_fact_ranks_first() {
+        let facts = vec![
+            fact("D-f0", "heading", "Saffron Report"),
+            fact("D-f1", "title", "Saffron Report"),
+            fact("D-f2", "key_value", "Owner: Ada Lovelace"),
+            fact("D-f3", "key_value", "Review date: 2026-05-04"),
+            fact("D-f4", "date", "2026-05-04"),
+            fact("D-f5", "number", "1,250"),
+            fact("D-f6", "heading", "Findings"),
+        ];
+        let view = FactView::new(&facts);
+        let first = |q: &str| ExtractiveReasoner.reason(q, view).claims[0].citations[0].clone();
+        assert_eq!(first("Who owns the report?"), "D-f2");
+        assert_eq!(first("When was the report reviewed?"), "D-f3");
+        assert_eq!(first("When is it due?"), "D-f4");
+        assert_eq!(first("How many were sold?"), "D-f5");
+        assert_eq!(first("What are the findings?"), "D-f6");
+        let proposal = ExtractiveReasoner.reason("Who owns the report?", view);
+        assert_eq!(proposal.claims[0].text, "Owner: Ada Lovelace");
+        // Nothing shared: no claim, not the title by default.
+        let none = ExtractiveReasoner.reason("What is the weather in Oslo?", view);
+        assert!(none.claims.is_empty(), "{none:?}");
+        assert!(
+            ExtractiveReasoner
+                .reason("what is the", view)
+                .claims
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn extractive_answers_cite_and_validation_rejects_inventions() {
         let facts = vec![
             fact("D-f0", "title", "Acme quarterly report"),
@@ -217,6 +349,7 @@ mod tests {
         let view = FactView::new(&facts);
         let proposal = agent.reason("What was the revenue?", view);
         assert_eq!(proposal.claims[0].citations, ["D-f1"]);
+        assert_eq!(proposal.claims.len(), 1, "{proposal:?}");
         let checked = agent.validate(proposal, view);
         assert!(checked.validated);
 
