@@ -121,7 +121,11 @@ pub fn run(cli: &Cli) -> anyhow::Result<u8> {
         Command::CheckDeterminism { execution, json } => {
             check_determinism(cli, execution.as_deref(), *json)
         }
-        Command::Show { execution_id, json } => show(cli, execution_id, *json),
+        Command::Show {
+            execution_id,
+            json,
+            full,
+        } => show(cli, execution_id, *json, *full),
         Command::Stats { json } => stats(cli, *json),
         Command::RebuildProjections {
             redis_url,
@@ -478,7 +482,24 @@ fn check_determinism(cli: &Cli, only: Option<&str>, as_json: bool) -> anyhow::Re
     Ok(u8::from(found))
 }
 
-fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
+/// Characters of a JSON value `show` prints before cutting it (without `--full`).
+pub const SHOW_VALUE_CHARS: usize = 200;
+
+/// A JSON value as `show` prints it: whole with `full`, else its first
+/// [`SHOW_VALUE_CHARS`] characters and how many bytes were left out.
+fn brief(value: &Value, full: bool) -> String {
+    let text = value.to_string();
+    match text.char_indices().nth(SHOW_VALUE_CHARS) {
+        Some((cut, _)) if !full => format!(
+            "{}... ({} more bytes; --full prints it whole)",
+            &text[..cut],
+            text.len() - cut
+        ),
+        _ => text,
+    }
+}
+
+fn show(cli: &Cli, execution: &str, as_json: bool, full: bool) -> anyhow::Result<u8> {
     let id: Id = execution
         .parse()
         .map_err(|_| anyhow::anyhow!("{execution} is not a ULID"))?;
@@ -516,7 +537,7 @@ fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
         execution.capability_version,
         execution.status.name()
     );
-    println!("  payload {}", record["payload"]);
+    println!("  payload {}", brief(&record["payload"], full));
     println!("timeline:");
     // LSNs right-aligned to the widest of this timeline.
     let width = timeline
@@ -537,7 +558,9 @@ fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
             "step_started" => format!("{step} attempt {}", data["attempt"]),
             "step_completed" => format!(
                 "{step} attempt {} in {} ms -> {}",
-                data["attempt"], data["duration_ms"], data["output"]
+                data["attempt"],
+                data["duration_ms"],
+                brief(&data["output"], full)
             ),
             "step_failed" => format!(
                 "{step} attempt {} in {} ms: {} ({}){}",
@@ -564,7 +587,7 @@ fn show(cli: &Cli, execution: &str, as_json: bool) -> anyhow::Result<u8> {
                     .map(String::as_str)
                     .unwrap_or("?")
             ),
-            "saga_completed" => format!("result {}", data["result"]),
+            "saga_completed" => format!("result {}", brief(&data["result"], full)),
             "saga_failed" | "saga_compensated" => format!(
                 "{}: {}",
                 data["code"].as_str().unwrap_or_default(),

@@ -100,12 +100,17 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// The timeline of one execution.
-    #[command(after_help = "Example: replay-tool show 01JABCDEFGHJKMNPQRSTVWXYZ0")]
+    /// The timeline of one execution. JSON values (payload, step outputs, result) longer than
+    /// 200 characters are cut, saying how much was left out; `--full` prints them whole and
+    /// `--json` prints everything for machines.
+    #[command(after_help = "Example: replay-tool show 01JABCDEFGHJKMNPQRSTVWXYZ0 --full")]
     Show {
         execution_id: String,
         #[arg(long)]
         json: bool,
+        /// Print every JSON value whole.
+        #[arg(long)]
+        full: bool,
     },
     /// Events by type and tenant, segments, bytes, time span.
     #[command(after_help = "Example: replay-tool stats --json")]

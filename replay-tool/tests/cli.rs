@@ -352,6 +352,38 @@ fn show_output_is_stable() {
     insta::assert_snapshot!("show_compensated", out);
 }
 
+// A long value is cut in the human timeline, saying how much was left out; `--full` and
+// `--json` print it whole.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn show_cuts_long_values_unless_asked_for_all() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = "x".repeat(1_000);
+    workload(
+        dir.path(),
+        &[("runtime.echo", json!({"value": long, "steps": 2}))],
+    )
+    .await;
+    let (_, out, _) = tool(
+        &["dump", "--type", "saga_completed", "--format", "jsonl"],
+        dir.path(),
+    );
+    let event: Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    let id = event["execution_id"].as_str().unwrap();
+    let (code, cut, _) = tool(&["show", id], dir.path());
+    assert_eq!(code, 0);
+    assert!(!cut.contains(&long), "{cut}");
+    // payload, two step outputs and the result: each {"value":"xxx...
+    let notes = cut.matches("more bytes; --full prints it whole").count();
+    assert_eq!(notes, 4, "{cut}");
+    assert!(cut.lines().all(|l| l.len() < 400), "{cut}");
+    let (code, whole, _) = tool(&["show", id, "--full"], dir.path());
+    assert_eq!(code, 0);
+    assert_eq!(whole.matches(&long).count(), 4, "{whole}");
+    assert!(!whole.contains("--full prints it whole"));
+    let (_, json, _) = tool(&["show", id, "--json"], dir.path());
+    assert!(json.contains(&long));
+}
+
 // Golden output of `dump --format jsonl` for the golden log.
 #[test]
 fn dump_jsonl_is_stable() {
