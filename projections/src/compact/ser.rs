@@ -117,6 +117,15 @@ fn open_variant(out: &mut Vec<u8>, variant: &str) {
     put_key(out, variant);
 }
 
+/// Serializer methods of [`Encoder`] that write a narrow integer as the wide one.
+macro_rules! widen {
+    ($($method:ident : $type:ty => $wide:ident),*) => {$(
+        fn $method(self, v: $type) -> Result<()> {
+            self.$wide(v.into())
+        }
+    )*};
+}
+
 impl<'a> ser::Serializer for Encoder<'a> {
     type Ok = ();
     type Error = EncodeError;
@@ -133,17 +142,14 @@ impl<'a> ser::Serializer for Encoder<'a> {
         Ok(())
     }
 
-    fn serialize_i8(self, v: i8) -> Result<()> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<()> {
-        self.serialize_i64(v.into())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<()> {
-        self.serialize_i64(v.into())
-    }
+    widen!(
+        serialize_i8: i8 => serialize_i64,
+        serialize_i16: i16 => serialize_i64,
+        serialize_i32: i32 => serialize_i64,
+        serialize_u8: u8 => serialize_u64,
+        serialize_u16: u16 => serialize_u64,
+        serialize_u32: u32 => serialize_u64
+    );
 
     fn serialize_i64(self, v: i64) -> Result<()> {
         put_int(self.out, v);
@@ -156,18 +162,6 @@ impl<'a> ser::Serializer for Encoder<'a> {
             (_, Ok(i)) => self.serialize_i64(i),
             _ => Err(EncodeError("number out of range".into())),
         }
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<()> {
-        self.serialize_u64(v.into())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<()> {
-        self.serialize_u64(v.into())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<()> {
-        self.serialize_u64(v.into())
     }
 
     fn serialize_u64(self, v: u64) -> Result<()> {
@@ -308,57 +302,30 @@ impl<'a> ser::Serializer for Encoder<'a> {
     }
 }
 
-impl ser::SerializeSeq for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
+/// The sequence-like serde traits, each writing one array element per call.
+macro_rules! array_container {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Container<'_> {
+            type Ok = ();
+            type Error = EncodeError;
 
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
+                self.element(value)
+            }
 
-    fn end(self) -> Result<()> {
-        self.close()
-    }
+            fn end(self) -> Result<()> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeTuple for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleStruct for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close()
-    }
-}
-
-impl ser::SerializeTupleVariant for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<()> {
-        self.element(value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close()
-    }
-}
+array_container!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
 impl ser::SerializeMap for Container<'_> {
     type Ok = ();
@@ -380,39 +347,29 @@ impl ser::SerializeMap for Container<'_> {
     }
 }
 
-impl ser::SerializeStruct for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
+/// The struct-like serde traits, each writing one object entry per call.
+macro_rules! object_container {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Container<'_> {
+            type Ok = ();
+            type Error = EncodeError;
 
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(key, value)
-    }
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<()> {
+                self.field(key, value)
+            }
 
-    fn end(self) -> Result<()> {
-        self.close()
-    }
+            fn end(self) -> Result<()> {
+                self.close()
+            }
+        }
+    )*};
 }
 
-impl ser::SerializeStructVariant for Container<'_> {
-    type Ok = ();
-    type Error = EncodeError;
-
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<()> {
-        self.field(key, value)
-    }
-
-    fn end(self) -> Result<()> {
-        self.close()
-    }
-}
+object_container!(SerializeStruct, SerializeStructVariant);
 
 /// A map key as text, as serde_json takes it: a string, a char, a number or a bool.
 struct KeyText;
@@ -421,6 +378,15 @@ fn not_a_key<T>() -> Result<T> {
     Err(EncodeError(
         "a map key must be a string, a number or a bool".into(),
     ))
+}
+
+/// Serializer methods of [`KeyText`] that take a value written as its text.
+macro_rules! key_as_text {
+    ($($method:ident : $type:ty),*) => {$(
+        fn $method(self, v: $type) -> Result<String> {
+            Ok(v.to_string())
+        }
+    )*};
 }
 
 impl ser::Serializer for KeyText {
@@ -434,41 +400,19 @@ impl ser::Serializer for KeyText {
     type SerializeStruct = ser::Impossible<String, EncodeError>;
     type SerializeStructVariant = ser::Impossible<String, EncodeError>;
 
-    fn serialize_bool(self, v: bool) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i8(self, v: i8) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i16(self, v: i16) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i32(self, v: i32) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_i64(self, v: i64) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u8(self, v: u8) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u16(self, v: u16) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u32(self, v: u32) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_u64(self, v: u64) -> Result<String> {
-        Ok(v.to_string())
-    }
+    key_as_text!(
+        serialize_bool: bool,
+        serialize_i8: i8,
+        serialize_i16: i16,
+        serialize_i32: i32,
+        serialize_i64: i64,
+        serialize_u8: u8,
+        serialize_u16: u16,
+        serialize_u32: u32,
+        serialize_u64: u64,
+        serialize_char: char,
+        serialize_str: &str
+    );
 
     fn serialize_f32(self, _: f32) -> Result<String> {
         not_a_key()
@@ -476,14 +420,6 @@ impl ser::Serializer for KeyText {
 
     fn serialize_f64(self, _: f64) -> Result<String> {
         not_a_key()
-    }
-
-    fn serialize_char(self, v: char) -> Result<String> {
-        Ok(v.to_string())
-    }
-
-    fn serialize_str(self, v: &str) -> Result<String> {
-        Ok(v.to_string())
     }
 
     fn serialize_bytes(self, _: &[u8]) -> Result<String> {
