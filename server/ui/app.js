@@ -63,7 +63,8 @@ const badge = (status) => h("span", { class: "badge s-" + status, text: status }
 const code = (text) => h("code", { text });
 const shortId = (id) => (id ? id.slice(0, 10) + "…" : "");
 const fmtTime = (t) => (t ? new Date(t).toLocaleString() : "");
-const fmtMs = (ms) => (ms === null || ms === undefined ? "" : ms < 1000 ? ms + " ms" : (ms / 1000).toFixed(2) + " s");
+// Durations are recorded in whole milliseconds: 0 means under one.
+const fmtMs = (ms) => (ms === null || ms === undefined ? "" : ms === 0 ? "<1 ms" : ms < 1000 ? ms + " ms" : (ms / 1000).toFixed(2) + " s");
 const json = (v) => h("pre", { text: JSON.stringify(v, null, 2) });
 
 function table(headers, rows, emptyText) {

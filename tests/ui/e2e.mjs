@@ -114,6 +114,7 @@ try {
   const rows = await page.$$eval("#executions tr", (trs) => trs.map((tr) => tr.textContent));
   check(files.every((f) => rows.some((r) => r.includes(f.name))), "three uploads, one row each, all completed");
   check(rows.every((r) => r.includes("extract_facts")), "each row shows its steps");
+  check(rows.every((r) => !/· 0 ms/.test(r)), "a step under a millisecond reads <1 ms, not 0 ms");
   await shot(page, "uploads-completed");
   let m = await lsnsMatchWal(page, sessionId);
   check(m.equal, `live events equal the session's WAL (${m.shown.length} events, no gap, no duplicate)`);
