@@ -75,8 +75,8 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
     fn reason(&self, question: &str, facts: FactView<'_>) -> Proposal;
 }
 
-/// The deterministic reasoner: ranks facts by the question's words they share, compared by
-/// stem ("owns" finds "Owner"), each word weighing more the fewer facts hold it, a word in a
+/// The deterministic reasoner: ranks facts by the question's words they share (in their
+/// value or kind), compared by stem ("owns" finds "Owner"), each word weighing more the fewer facts hold it, a word in a
 /// `key: value` fact's key twice as much; a "when" question also ranks date facts and a
 /// "how many / how much" question number facts; title and headings break ties. Answers with
 /// the best ones, each claim citing its fact. Integer arithmetic only: the same facts and
@@ -131,7 +131,12 @@ impl ExtractiveReasoner {
         let says = |w: &str| said.iter().any(|s| s == w);
         let wants_date = says("when") || asked.contains("dat");
         let wants_number = says("how") && (says("many") || says("much"));
-        let per_fact: Vec<_> = facts.iter().map(|f| stems(&f.value)).collect();
+        // A fact's words are its value's and its kind's ("word_count" answers "how many
+        // words", "title" answers "what is the title").
+        let per_fact: Vec<_> = facts
+            .iter()
+            .map(|f| &stems(&f.value) | &stems(&f.kind))
+            .collect();
         // Rarer words weigh more: a word every fact holds tells the facts apart least.
         let n = facts.len() as u64;
         let weight = |stem: &String| {
@@ -315,6 +320,7 @@ mod tests {
             fact("D-f4", "date", "2026-05-04"),
             fact("D-f5", "number", "1,250"),
             fact("D-f6", "heading", "Findings"),
+            fact("D-f7", "word_count", "412"),
         ];
         let view = FactView::new(&facts);
         let first = |q: &str| ExtractiveReasoner.reason(q, view).claims[0].citations[0].clone();
@@ -323,6 +329,8 @@ mod tests {
         assert_eq!(first("When is it due?"), "D-f4");
         assert_eq!(first("How many were sold?"), "D-f5");
         assert_eq!(first("What are the findings?"), "D-f6");
+        assert_eq!(first("What is the title?"), "D-f1");
+        assert_eq!(first("How many words does it have?"), "D-f7");
         let proposal = ExtractiveReasoner.reason("Who owns the report?", view);
         assert_eq!(proposal.claims[0].text, "Owner: Ada Lovelace");
         // Nothing shared: no claim, not the title by default.
