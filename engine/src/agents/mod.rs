@@ -76,10 +76,11 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
 }
 
 /// The deterministic reasoner: ranks facts by the question's words they share (in their
-/// value or kind), compared by stem ("owns" finds "Owner"), each word weighing more the fewer facts hold it, a word in a
-/// `key: value` fact's key twice as much; a "when" question also ranks date facts and a
-/// "how many / how much" question number facts; title and headings break ties. Answers with
-/// the best ones, each claim citing its fact. Integer arithmetic only: the same facts and
+/// value or kind), compared by stem ("owns" finds "Owner"), each word weighing more the fewer
+/// facts hold it, a word in a `key: value` fact's key twice as much; a "when" question also
+/// ranks date facts and a "how many / how much" question number facts; title and headings
+/// break ties. Answers with the best ones (at most three, each at least half as relevant as
+/// the first), each claim citing its fact. Integer arithmetic only: the same facts and
 /// question give the same answer on every machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExtractiveReasoner;
@@ -178,8 +179,12 @@ impl Reasoner for ExtractiveReasoner {
             .filter(|(score, _, _)| *score > 0)
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+        // Only facts at least half as relevant as the best: a title that merely repeats the
+        // question's subject does not ride along with the fact that answers it.
+        let best = scored.first().map_or(0, |s| s.0);
         let claims: Vec<Claim> = scored
             .into_iter()
+            .take_while(|(score, _, _)| score * 2 >= best)
             .take(EXTRACTIVE_CLAIMS_MAX)
             .map(|(_, _, f)| Claim {
                 // A `key: value` fact says what it is; others are named by their kind.
@@ -333,6 +338,20 @@ mod tests {
         assert_eq!(first("How many words does it have?"), "D-f7");
         let proposal = ExtractiveReasoner.reason("Who owns the report?", view);
         assert_eq!(proposal.claims[0].text, "Owner: Ada Lovelace");
+        assert_eq!(
+            proposal.claims.len(),
+            1,
+            "the title rides along: {proposal:?}"
+        );
+        assert_eq!(proposal.answer, "Owner: Ada Lovelace");
+        // Equally relevant facts are all cited.
+        let both = ExtractiveReasoner.reason("What is the saffron report?", view);
+        let cited: Vec<_> = both
+            .claims
+            .iter()
+            .map(|c| c.citations[0].as_str())
+            .collect();
+        assert_eq!(cited, ["D-f0", "D-f1"]);
         // Nothing shared: no claim, not the title by default.
         let none = ExtractiveReasoner.reason("What is the weather in Oslo?", view);
         assert!(none.claims.is_empty(), "{none:?}");
