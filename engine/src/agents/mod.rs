@@ -130,7 +130,7 @@ impl ExtractiveReasoner {
         let asked = stems(question);
         let said = words(question);
         let says = |w: &str| said.iter().any(|s| s == w);
-        let wants_date = says("when") || asked.contains("dat");
+        let wants_date = says("when") || asked.contains(stem("date"));
         let wants_number = says("how") && (says("many") || says("much"));
         // A fact's words are its value's and its kind's ("word_count" answers "how many
         // words", "title" answers "what is the title").
@@ -138,12 +138,16 @@ impl ExtractiveReasoner {
             .iter()
             .map(|f| &stems(&f.value) | &stems(&f.kind))
             .collect();
-        // Rarer words weigh more: a word every fact holds tells the facts apart least.
+        // Rarer words weigh more: a word every fact holds tells the facts apart least. Each
+        // asked word's weight is counted once, over all facts.
         let n = facts.len() as u64;
-        let weight = |stem: &String| {
-            let holding = per_fact.iter().filter(|s| s.contains(stem)).count() as u64;
-            (n * 8) / holding.max(1)
-        };
+        let weights: Vec<(&String, u64)> = asked
+            .iter()
+            .map(|stem| {
+                let holding = per_fact.iter().filter(|s| s.contains(stem)).count() as u64;
+                (stem, (n * 8) / holding.max(1))
+            })
+            .collect();
         facts
             .iter()
             .zip(&per_fact)
@@ -152,10 +156,10 @@ impl ExtractiveReasoner {
                     .then(|| f.value.split_once(':').map(|(k, _)| stems(k)))
                     .flatten()
                     .unwrap_or_default();
-                let mut score: u64 = asked
+                let mut score: u64 = weights
                     .iter()
-                    .filter(|s| held.contains(*s))
-                    .map(|s| weight(s) * if key.contains(s) { 2 } else { 1 })
+                    .filter(|(s, _)| held.contains(*s))
+                    .map(|(s, w)| w * if key.contains(*s) { 2 } else { 1 })
                     .sum();
                 if (wants_date && f.kind == "date") || (wants_number && f.kind == "number") {
                     score += n * 4;
