@@ -76,12 +76,15 @@ pub trait Reasoner: Send + Sync + std::fmt::Debug {
 }
 
 /// The deterministic reasoner: ranks facts by the question's words they share (in their
-/// value or kind), compared by stem ("owns" finds "Owner"), each word weighing more the fewer
-/// facts hold it, a word in a `key: value` fact's key twice as much; a "when" question also
-/// ranks date facts and a "how many / how much" question number facts; title and headings
-/// break ties. Answers with the best ones (at most three, each at least half as relevant as
-/// the first), each claim citing its fact. Integer arithmetic only: the same facts and
-/// question give the same answer on every machine.
+/// value or kind, a CSV row's also in its columns' names), compared by stem ("owns" finds
+/// "Owner"), each word weighing more the fewer facts hold it, a word in a `key: value` fact's
+/// key twice as much; a date or number also by half the words of the line (sentence, `key:
+/// value`, CSV row) it stands in. A "when" question also ranks dates, and the relevant lines
+/// holding one; a "how many / how much" question numbers likewise. When any fact shares a
+/// word, those sharing none are left out; title and headings break ties. Answers with the
+/// best ones (at most three, each at least half as relevant as the first, a date or number
+/// inside a line already cited left out), each claim citing its fact. Integer arithmetic
+/// only: the same facts and question give the same answer on every machine.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ExtractiveReasoner;
 
@@ -124,6 +127,47 @@ fn stems(text: &str) -> std::collections::BTreeSet<String> {
         .collect()
 }
 
+/// Fact kinds that state something whole (a line, a sentence, a row) and so are the context
+/// of the dates and numbers inside them.
+const CONTEXT_KINDS: [&str; 3] = ["sentence", "key_value", "csv_row"];
+
+/// Whether fact `inner` lies within fact `outer`'s span of the same document.
+fn within(inner: &Fact, outer: &Fact) -> bool {
+    inner.document_id == outer.document_id
+        && outer.span[0] <= inner.span[0]
+        && inner.span[1] <= outer.span[1]
+}
+
+/// The cells of a CSV line (quotes taken off, `""` read as `"`).
+fn csv_line_cells(line: &str) -> Vec<String> {
+    let mut cells = Vec::new();
+    let mut cell = String::new();
+    let mut quoted = false;
+    let mut chars = line.chars().peekable();
+    while let Some(c) = chars.next() {
+        match (c, quoted) {
+            ('"', true) if chars.peek() == Some(&'"') => {
+                chars.next();
+                cell.push('"');
+            }
+            ('"', _) => quoted = !quoted,
+            (',', false) => cells.push(std::mem::take(&mut cell).trim().to_string()),
+            (c, _) => cell.push(c),
+        }
+    }
+    cells.push(cell.trim().to_string());
+    cells
+}
+
+/// The column names of each CSV document among `facts`, in order.
+fn csv_columns(facts: &[Fact]) -> std::collections::BTreeMap<&str, Vec<&str>> {
+    let mut columns = std::collections::BTreeMap::<&str, Vec<&str>>::new();
+    for f in facts.iter().filter(|f| f.kind == "csv_column") {
+        columns.entry(&f.document_id).or_default().push(&f.value);
+    }
+    columns
+}
+
 impl ExtractiveReasoner {
     /// Scores every fact for `question` (0: unrelated).
     fn scores(question: &str, facts: &[Fact]) -> Vec<u64> {
@@ -132,11 +176,29 @@ impl ExtractiveReasoner {
         let says = |w: &str| said.iter().any(|s| s == w);
         let wants_date = says("when") || asked.contains(stem("date"));
         let wants_number = says("how") && (says("many") || says("much"));
-        // A fact's words are its value's and its kind's ("word_count" answers "how many
-        // words", "title" answers "what is the title").
+        let wanted = |f: &Fact| {
+            (wants_date && f.kind == "date")
+                || (wants_number
+                    && matches!(f.kind.as_str(), "number" | "word_count" | "row_count"))
+        };
+        // A fact's words are its value's and, but for a line's, its kind's ("word_count"
+        // answers "how many words", "title" answers "what is the title"); a CSV row's also its
+        // columns' names.
+        let columns = csv_columns(facts);
         let per_fact: Vec<_> = facts
             .iter()
-            .map(|f| &stems(&f.value) | &stems(&f.kind))
+            .map(|f| {
+                let mut held = stems(&f.value);
+                if !CONTEXT_KINDS.contains(&f.kind.as_str()) {
+                    held.extend(stems(&f.kind));
+                }
+                if f.kind == "csv_row" {
+                    for name in columns.get(f.document_id.as_str()).into_iter().flatten() {
+                        held.extend(stems(name));
+                    }
+                }
+                held
+            })
             .collect();
         // Rarer words weigh more: a word every fact holds tells the facts apart least. Each
         // asked word's weight is counted once, over all facts.
@@ -148,7 +210,8 @@ impl ExtractiveReasoner {
                 (stem, (n * 8) / holding.max(1))
             })
             .collect();
-        facts
+        // What each fact's own words are worth.
+        let worded: Vec<u64> = facts
             .iter()
             .zip(&per_fact)
             .map(|(f, held)| {
@@ -156,12 +219,41 @@ impl ExtractiveReasoner {
                     .then(|| f.value.split_once(':').map(|(k, _)| stems(k)))
                     .flatten()
                     .unwrap_or_default();
-                let mut score: u64 = weights
+                weights
                     .iter()
                     .filter(|(s, _)| held.contains(*s))
                     .map(|(s, w)| w * if key.contains(*s) { 2 } else { 1 })
-                    .sum();
-                if (wants_date && f.kind == "date") || (wants_number && f.kind == "number") {
+                    .sum()
+            })
+            .collect();
+        let contexts: Vec<usize> = (0..facts.len())
+            .filter(|i| CONTEXT_KINDS.contains(&facts[*i].kind.as_str()))
+            .collect();
+        let any_worded = worded.iter().any(|w| *w > 0);
+        facts
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let mut score = worded[i];
+                if matches!(f.kind.as_str(), "date" | "number") {
+                    // A date or number is as relevant as half the line it stands in.
+                    score += contexts
+                        .iter()
+                        .filter(|c| within(f, &facts[**c]))
+                        .map(|c| worded[*c])
+                        .max()
+                        .unwrap_or(0)
+                        / 2;
+                }
+                // With words in common somewhere, a fact sharing none is unrelated, whatever
+                // its kind; a relevant line holding the kind of value asked for ranks higher.
+                if any_worded && score == 0 {
+                    return 0;
+                }
+                let holds_wanted = CONTEXT_KINDS.contains(&f.kind.as_str())
+                    && score > 0
+                    && facts.iter().any(|inner| wanted(inner) && within(inner, f));
+                if wanted(f) || holds_wanted {
                     score += n * 4;
                 }
                 if score > 0 && matches!(f.kind.as_str(), "title" | "heading") {
@@ -170,6 +262,27 @@ impl ExtractiveReasoner {
                 score
             })
             .collect()
+    }
+
+    /// A claim's text: a `key: value` line or a sentence says what it is, a CSV row is read
+    /// against its columns, other facts are named by their kind.
+    fn claim_text(f: &Fact, columns: &std::collections::BTreeMap<&str, Vec<&str>>) -> String {
+        match f.kind.as_str() {
+            "key_value" | "sentence" => f.value.clone(),
+            "csv_row" => {
+                let cells = csv_line_cells(&f.value);
+                match columns.get(f.document_id.as_str()) {
+                    Some(names) if names.len() == cells.len() => names
+                        .iter()
+                        .zip(&cells)
+                        .map(|(name, cell)| format!("{name}: {cell}"))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                    _ => format!("csv row: {}", f.value),
+                }
+            }
+            kind => format!("{}: {}", kind.replace('_', " "), f.value),
+        }
     }
 }
 
@@ -184,19 +297,28 @@ impl Reasoner for ExtractiveReasoner {
             .collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
         // Only facts at least half as relevant as the best: a title that merely repeats the
-        // question's subject does not ride along with the fact that answers it.
+        // question's subject does not ride along with the fact that answers it. A date or
+        // number inside a line already cited says nothing more.
         let best = scored.first().map_or(0, |s| s.0);
-        let claims: Vec<Claim> = scored
+        let columns = csv_columns(all);
+        let mut cited: Vec<&Fact> = Vec::new();
+        for (_, _, f) in scored
             .into_iter()
             .take_while(|(score, _, _)| score * 2 >= best)
-            .take(EXTRACTIVE_CLAIMS_MAX)
-            .map(|(_, _, f)| Claim {
-                // A `key: value` fact says what it is; others are named by their kind.
-                text: if f.kind == "key_value" {
-                    f.value.clone()
-                } else {
-                    format!("{}: {}", f.kind.replace('_', " "), f.value)
-                },
+        {
+            if cited.len() == EXTRACTIVE_CLAIMS_MAX {
+                break;
+            }
+            let said =
+                matches!(f.kind.as_str(), "date" | "number") && cited.iter().any(|c| within(f, c));
+            if !said {
+                cited.push(f);
+            }
+        }
+        let claims: Vec<Claim> = cited
+            .into_iter()
+            .map(|f| Claim {
+                text: Self::claim_text(f, &columns),
                 citations: vec![f.fact_id.clone()],
             })
             .collect();
@@ -286,14 +408,16 @@ impl<R: Reasoner> BaseAgent for GroundedReasoningAgent<R> {
 mod tests {
     use super::*;
 
+    /// A fact whose span is line `id`'s number of a document of 100-byte lines.
     fn fact(id: &str, kind: &str, value: &str) -> Fact {
+        let line: usize = id.trim_start_matches("D-f").parse().unwrap();
         Fact {
             fact_id: id.into(),
             kind: kind.into(),
             value: value.into(),
             document_id: "D".into(),
             chunk_id: "D-c0".into(),
-            span: [0, value.len()],
+            span: [line * 100, line * 100 + value.len()],
         }
     }
 
@@ -326,7 +450,11 @@ mod tests {
             fact("D-f1", "title", "Saffron Report"),
             fact("D-f2", "key_value", "Owner: Ada Lovelace"),
             fact("D-f3", "key_value", "Review date: 2026-05-04"),
-            fact("D-f4", "date", "2026-05-04"),
+            // Inside the line above.
+            Fact {
+                span: [313, 323],
+                ..fact("D-f4", "date", "2026-05-04")
+            },
             fact("D-f5", "number", "1,250"),
             fact("D-f6", "heading", "Findings"),
             fact("D-f7", "word_count", "412"),

@@ -251,8 +251,9 @@ impl CapabilityHandler for ParseAndEmbed {
         CapabilitySpec {
             name: "content.parse_and_embed".into(),
             realm: "content".into(),
-            // 2: word_count and row_count facts.
-            version: 2,
+            // 2: word_count and row_count facts. 3: sentence and csv_row facts, CSV numbers
+            // read cell by cell, thousands grouped by three, no CSV title.
+            version: 3,
             intent_types: vec!["content.upload".into()],
             inputs: vec![
                 "filename".into(),
@@ -684,7 +685,12 @@ mod fuzz {
         for heading in &parsed.headings {
             check_span(text, heading.span, "heading");
         }
-        for s in parsed.csv_columns.iter().chain(&parsed.csv_rows_span) {
+        for s in parsed
+            .csv_columns
+            .iter()
+            .chain(&parsed.csv_rows_span)
+            .chain(&parsed.csv_row_spans)
+        {
             check_span(text, *s, "csv");
         }
         for s in &parsed.json_keys {
@@ -696,6 +702,9 @@ mod fuzz {
         }
         for fact in facts::extract("doc", &parsed, &chunks) {
             check_span(text, (fact.span[0], fact.span[1]), &fact.kind);
+            if !facts::AGGREGATE_KINDS.contains(&fact.kind.as_str()) {
+                assert_eq!(&text[fact.span[0]..fact.span[1]], fact.value, "{fact:?}");
+            }
         }
     }
 
@@ -726,6 +735,12 @@ mod fuzz {
             Just("😀".to_string()),
             Just("\u{a0}".to_string()),
             Just("Total: 42".to_string()),
+            Just(". ".to_string()),
+            Just("! A".to_string()),
+            Just("- ".to_string()),
+            Just("12. ".to_string()),
+            Just("1,234".to_string()),
+            Just("```".to_string()),
             "[a-z ]{1,12}",
             "[0-9.]{1,6}",
         ];
@@ -751,5 +766,66 @@ mod fuzz {
             pdf.extend_from_slice(&bytes);
             run(Format::Pdf, &pdf);
         }
+    }
+}
+
+/// The extractive reasoner on facts extracted from real documents: the claim that answers is
+/// the line that says it.
+#[cfg(test)]
+mod answers {
+    use super::{chunk, facts, parse};
+    use crate::agents::{ExtractiveReasoner, FactView, Reasoner};
+    use parse::Format;
+
+    fn answer(format: Format, text: &str, question: &str) -> String {
+        let parsed = parse::parse(format, text.as_bytes()).unwrap();
+        let facts = facts::extract("D", &parsed, &chunk::chunk(&parsed.text));
+        let proposal = ExtractiveReasoner.reason(question, FactView::new(&facts));
+        for claim in &proposal.claims {
+            assert!(facts.iter().any(|f| f.fact_id == claim.citations[0]));
+        }
+        proposal.answer
+    }
+
+    const REPORT: &str = "# Quarterly report Q3\n\nOwner: Grace Hopper\nReview date: 2026-10-01\n\
+        Budget: 125000 EUR\n\n## Revenue\n\nRevenue grew 12% to 4.2 million euros compared with \
+        Q2. The largest customer, Initech, renewed for three years.\n\n## Risks\n\nSupplier \
+        delays in the Rotterdam warehouse may push the November launch to January 2027.\n";
+
+    #[test]
+    fn prose_questions_are_answered_by_their_sentence() {
+        let ask = |q| answer(Format::Md, REPORT, q);
+        assert_eq!(ask("Who owns the report?"), "Owner: Grace Hopper");
+        assert_eq!(ask("What is the budget?"), "Budget: 125000 EUR");
+        assert_eq!(
+            ask("When is the launch?"),
+            "Supplier delays in the Rotterdam warehouse may push the November launch to January 2027."
+        );
+        let grew = ask("How much did revenue grow?");
+        assert!(
+            grew.starts_with("Revenue grew 12% to 4.2 million euros compared with Q2."),
+            "{grew}"
+        );
+        assert!(!grew.contains("number: 12%"), "said twice: {grew}");
+        assert_eq!(
+            ask("Which customer renewed?"),
+            "The largest customer, Initech, renewed for three years."
+        );
+        assert_eq!(ask("When was it reviewed?"), "Review date: 2026-10-01");
+    }
+
+    #[test]
+    fn a_csv_row_is_read_against_its_columns() {
+        let csv = "region,revenue,units\nnorth,1200,30\nsouth,\"1,500\",25\neast,1500,41\n";
+        let ask = |q| answer(Format::Csv, csv, q);
+        assert_eq!(
+            ask("What is the revenue of the north region?"),
+            "region: north, revenue: 1200, units: 30"
+        );
+        assert_eq!(
+            ask("How many units in the south?"),
+            "region: south, revenue: 1,500, units: 25"
+        );
+        assert_eq!(ask("How many rows are there?"), "row count: 3");
     }
 }

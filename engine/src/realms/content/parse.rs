@@ -123,6 +123,8 @@ pub struct Parsed {
     pub csv_rows: Option<u64>,
     /// CSV: the span the rows were counted over (the data rows, or the header when none).
     pub csv_rows_span: Option<(usize, usize)>,
+    /// CSV: the first [`CSV_ROW_SPANS_MAX`] data rows (each a line, without its line break).
+    pub csv_row_spans: Vec<(usize, usize)>,
     /// JSON: spans of object keys (inside the quotes), in document order.
     pub json_keys: Vec<(usize, usize)>,
 }
@@ -137,6 +139,7 @@ impl Parsed {
             csv_columns: Vec::new(),
             csv_rows: None,
             csv_rows_span: None,
+            csv_row_spans: Vec::new(),
             json_keys: Vec::new(),
         }
     }
@@ -237,8 +240,12 @@ fn parse_md(text: &str) -> Parsed {
     p
 }
 
+/// Most CSV data rows whose spans [`Parsed::csv_row_spans`] keeps: no document yields more
+/// facts than this anyway.
+pub const CSV_ROW_SPANS_MAX: usize = super::facts::FACTS_MAX;
+
 /// Splits one CSV line into cell spans (quoted cells: the span is inside the quotes).
-fn csv_cells(offset: usize, line: &str) -> Result<Vec<(usize, usize)>, ParseError> {
+pub(super) fn csv_cells(offset: usize, line: &str) -> Result<Vec<(usize, usize)>, ParseError> {
     let mut cells = Vec::new();
     let bytes = line.as_bytes();
     let mut i = 0;
@@ -288,11 +295,10 @@ fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
     let Some((offset, header)) = rows.next() else {
         return Err(ParseError::new("empty_file", "the CSV file has no header"));
     };
-    p.csv_columns = csv_cells(offset, header)?
-        .into_iter()
-        .filter(|(s, e)| e > s)
-        .collect();
-    let width = p.csv_columns.len();
+    let header_cells = csv_cells(offset, header)?;
+    // Every row has as many cells as the header, named or not.
+    let width = header_cells.len();
+    p.csv_columns = header_cells.into_iter().filter(|(s, e)| e > s).collect();
     let mut count = 0;
     let mut rows_span = (offset, offset + header.len());
     for (offset, row) in rows {
@@ -307,6 +313,11 @@ fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
                 ),
             ));
         }
+        if p.csv_row_spans.len() < CSV_ROW_SPANS_MAX
+            && let Some(span) = trimmed_span(offset, row)
+        {
+            p.csv_row_spans.push(span);
+        }
         rows_span = if count == 0 {
             (offset, offset + row.len())
         } else {
@@ -316,7 +327,7 @@ fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
     }
     p.csv_rows = Some(count);
     p.csv_rows_span = Some(rows_span);
-    p.title = p.csv_columns.first().copied();
+    // A CSV file has no title: its first column's name is not one.
     Ok(p)
 }
 
@@ -549,6 +560,17 @@ mod tests {
         );
         assert_eq!(
             parse(Format::Csv, b"a,\"b\n").unwrap_err().code,
+            "corrupt_file"
+        );
+        let rows: Vec<_> = p.csv_row_spans.iter().map(|s| at(&p, *s)).collect();
+        assert_eq!(rows, ["widget,2.50,4", "gizmo,3,1"]);
+        assert_eq!(p.title, None, "a CSV file has no title");
+        // A header cell without a name still counts: its rows have as many cells.
+        let p = parse(Format::Csv, b"id,,note\n1,,x\n2,3,y\n").unwrap();
+        let cols: Vec<_> = p.csv_columns.iter().map(|s| at(&p, *s)).collect();
+        assert_eq!((cols, p.csv_rows), (vec!["id", "note"], Some(2)));
+        assert_eq!(
+            parse(Format::Csv, b"id,,note\n1,2\n").unwrap_err().code,
             "corrupt_file"
         );
     }
