@@ -472,6 +472,15 @@ impl<L: Log> Runtime<L> {
         let pending = match submitted {
             Ok(pending) => pending,
             Err(symphainy_wal::Error::QueueFull(_)) => return Err(Error::Overloaded),
+            // Refused before anything was queued: this command's failure, not the log's.
+            Err(
+                e @ (symphainy_wal::Error::RecordTooLarge { .. }
+                | symphainy_wal::Error::BatchTooLarge { .. }),
+            ) => {
+                return Err(Error::LimitExceeded(format!(
+                    "event too large for the log: {e}"
+                )));
+            }
             Err(e) => {
                 drop(core);
                 self.stop(e.to_string());
@@ -1116,11 +1125,31 @@ impl<L: Log> Runtime<L> {
                 duration_ms,
             },
         };
-        let committed = self
+        let committed = match self
             .commit_retrying(durability, |_, now| {
                 Ok(vec![event(&tenant, now, body.clone())])
             })
-            .await?;
+            .await
+        {
+            // An output the log cannot hold in one record fails its step for good (the
+            // saga compensates), instead of leaving the saga without an outcome.
+            Err(Error::LimitExceeded(why)) if matches!(body, EventBody::StepCompleted { .. }) => {
+                let failed = EventBody::StepFailed {
+                    execution_id: id,
+                    step_index: index,
+                    attempt,
+                    code: "output_too_large".into(),
+                    message: format!("step output: {why}"),
+                    retryable: false,
+                    duration_ms,
+                };
+                self.commit_retrying(durability, |_, now| {
+                    Ok(vec![event(&tenant, now, failed.clone())])
+                })
+                .await?
+            }
+            other => other?,
+        };
         if !step_spec.deterministic
             && let Some(c) = committed
         {

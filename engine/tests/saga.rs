@@ -416,3 +416,62 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
         assert_eq!(e.status, ExecutionStatus::Completed);
     }
 }
+
+// Events the log cannot hold in one record fail their own command and nothing else: an
+// intent too large is refused, a step output too large fails its step for good (the saga
+// compensates), and the runtime goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_the_log_fails_only_its_command() {
+    use symphainy_engine::id::{SystemClock, UlidSource};
+    use symphainy_engine::{Runtime, RuntimeConfig};
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let config = symphainy_wal::Config {
+        record_bytes_max: 1024,
+        ..wal_config()
+    };
+    let wal = Arc::new(symphainy_wal::Wal::open_with(Arc::new(fs.clone()), dir(), config).unwrap());
+    let rt = Runtime::start(
+        wal,
+        registry(&probe),
+        Arc::new(SystemClock),
+        Arc::new(UlidSource::default()),
+        RuntimeConfig::default(),
+    )
+    .await
+    .unwrap();
+    let session = tenant_with_session(&rt, "acme").await;
+    let big = rt
+        .submit_intent(echo("acme", session, json!("x".repeat(2000)), 1))
+        .await;
+    assert!(matches!(big, Err(Error::LimitExceeded(_))), "{big:?}");
+    // Each scripted step's output holds the one before it, escaped: it outgrows a record.
+    let id = rt
+        .submit_intent(scripted("acme", session, json!(vec![json!({}); 8])))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
+    let execution = rt.execution("acme", id).await.unwrap();
+    let error = execution.error.as_ref().unwrap();
+    assert!(error.message.contains("exceeds the limit"), "{error:?}");
+    let failed = execution
+        .steps
+        .iter()
+        .position(|s| s.status == StepStatus::Failed)
+        .unwrap();
+    assert!(failed > 0, "some steps completed first: {failed}");
+    assert!(
+        execution.steps[..failed]
+            .iter()
+            .all(|s| s.status == StepStatus::Compensated)
+    );
+    let names = event_names(&rt, id);
+    assert_eq!(names.iter().filter(|n| **n == "step_failed").count(), 1);
+    assert_eq!(rt.stopped_reason(), None);
+    let ok = rt
+        .submit_intent(echo("acme", session, json!("small"), 3))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", ok).await, ExecutionStatus::Completed);
+}

@@ -32,7 +32,7 @@ fn tool(args: &[&str], data_dir: &Path) -> (i32, String, String) {
 async fn workload(dir: &Path, intents: &[(&str, Value)]) -> (u64, String) {
     let config = Config {
         segment_bytes: 8 * 1024,
-        record_bytes_max: 2 * 1024,
+        record_bytes_max: 4 * 1024,
         ..Config::small_for_tests()
     };
     let wal = Arc::new(Wal::open(dir.join("wal"), config).unwrap());
@@ -66,11 +66,11 @@ async fn workload(dir: &Path, intents: &[(&str, Value)]) -> (u64, String) {
             idempotency_key: None,
         };
         let id = rt.submit_intent(intent).await.unwrap().execution_id;
-        assert!(
-            rt.wait_finished("acme", id, Duration::from_secs(10))
-                .await
-                .unwrap()
-        );
+        let done = rt
+            .wait_finished("acme", id, Duration::from_secs(10))
+            .await
+            .unwrap();
+        assert!(done, "{:?}", rt.execution("acme", id).await);
     }
     rt.digest().await.unwrap()
 }
