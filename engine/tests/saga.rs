@@ -422,23 +422,12 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
 // compensates), and the runtime goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_the_log_fails_only_its_command() {
-    use symphainy_engine::id::{SystemClock, UlidSource};
-    use symphainy_engine::{Runtime, RuntimeConfig};
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let config = symphainy_wal::Config {
         record_bytes_max: 1024,
         ..wal_config()
     };
-    let wal = Arc::new(symphainy_wal::Wal::open_with(Arc::new(fs.clone()), dir(), config).unwrap());
-    let rt = Runtime::start(
-        wal,
-        registry(&probe),
-        Arc::new(SystemClock),
-        Arc::new(UlidSource::default()),
-        RuntimeConfig::default(),
-    )
-    .await
-    .unwrap();
+    let rt = start_with(&fs, &probe, config).await;
     let session = tenant_with_session(&rt, "acme").await;
     let big = rt
         .submit_intent(echo("acme", session, json!("x".repeat(2000)), 1))

@@ -39,7 +39,12 @@ pub fn wal_config() -> Config {
 }
 
 pub async fn start(fs: &MemFs, probe: &Arc<Probe>) -> Arc<Rt> {
-    let wal = Arc::new(Wal::open_with(Arc::new(fs.clone()), dir(), wal_config()).unwrap());
+    start_with(fs, probe, wal_config()).await
+}
+
+/// [`start`] on a WAL of the given configuration.
+pub async fn start_with(fs: &MemFs, probe: &Arc<Probe>, config: Config) -> Arc<Rt> {
+    let wal = Arc::new(Wal::open_with(Arc::new(fs.clone()), dir(), config).unwrap());
     Runtime::start(
         wal,
         registry(probe),
