@@ -11,6 +11,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
+/// Longest `wait_ms` the server accepts on one request (CONTRACT section 4).
+pub const WAIT_MS_MAX: u64 = 30_000;
+
 /// An answer that was not a success, with the contract's error body.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -437,7 +440,26 @@ impl Client {
         )
     }
 
-    /// Polls an execution until it finishes or `timeout` passes.
+    /// An execution's status once it has finished, or as it is after `wait_ms` milliseconds
+    /// (at most 30,000).
+    pub async fn wait_execution(
+        &self,
+        execution_id: &str,
+        wait_ms: u64,
+    ) -> Result<ExecutionStatus> {
+        Self::parse(
+            self.call(
+                Method::GET,
+                &format!("/execution/{execution_id}/status?wait_ms={wait_ms}"),
+                None,
+            )
+            .await?
+            .1,
+        )
+    }
+
+    /// An execution's status once it finishes or `timeout` passes: the server holds each
+    /// request until then (`wait_ms`, at most [`WAIT_MS_MAX`] per request), so nothing polls.
     pub async fn wait_finished(
         &self,
         execution_id: &str,
@@ -445,11 +467,13 @@ impl Client {
     ) -> Result<ExecutionStatus> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let status = self.execution(execution_id).await?;
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let wait_ms =
+                u64::try_from(left.as_millis()).map_or(WAIT_MS_MAX, |ms| ms.min(WAIT_MS_MAX));
+            let status = self.wait_execution(execution_id, wait_ms).await?;
             if status.is_finished() || tokio::time::Instant::now() >= deadline {
                 return Ok(status);
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -216,9 +216,10 @@ pub const ROUTES: &[RouteSpec] = &[
         "GET",
         "/execution/{execution_id}/status",
         Access::Tenant,
-        "Execution status",
+        "Execution status (with wait_ms: once it has finished, or when the wait ends)",
         200,
-    ),
+    )
+    .query::<StatusQuery>(),
     route(
         "GET",
         "/runtime/state/{execution_id}",
@@ -813,11 +814,41 @@ fn json_text(status: StatusCode, text: String) -> Response {
         .into_response()
 }
 
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+struct StatusQuery {
+    /// Hold the answer until the execution finishes or this many milliseconds pass; the
+    /// answer is the status as it then is (200 either way). A multipart upload's caller waits
+    /// for its result this way.
+    #[param(maximum = 30000)]
+    wait_ms: Option<u64>,
+}
+
 async fn execution_status(
     State(state): Shared,
     principal: TenantPrincipal,
     Path(id): Path<String>,
+    Query(query): Query<StatusQuery>,
 ) -> Result<Response, AppError> {
+    if let Some(wait_ms) = query.wait_ms.filter(|w| *w > 0) {
+        tenant_access(&state, &principal)?;
+        if wait_ms > state.limits.wait_ms_max {
+            return Err(AppError::bad_request(format!(
+                "wait_ms must be at most {}",
+                state.limits.wait_ms_max
+            )));
+        }
+        let execution_id = parse_id(&id)?;
+        // Another tenant's execution is not found here, as below.
+        state
+            .runtime
+            .wait_finished(
+                &principal.tenant_id,
+                execution_id,
+                Duration::from_millis(wait_ms),
+            )
+            .await?;
+    }
     execution_view(&state, &principal, &id, true).await
 }
 

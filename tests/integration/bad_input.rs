@@ -109,6 +109,22 @@ async fn bad_requests_get_contract_errors() {
             "invalid_request",
         ),
         (
+            "status wait too long",
+            Method::GET,
+            "/execution/01M8CQ16RRKX17Z6AFJ04DWVHZ/status?wait_ms=30001".into(),
+            None,
+            400,
+            "invalid_request",
+        ),
+        (
+            "status wait on an unknown execution",
+            Method::GET,
+            "/execution/01M8CQ16RRKX17Z6AFJ04DWVHZ/status?wait_ms=50".into(),
+            None,
+            404,
+            "not_found",
+        ),
+        (
             "context not an object",
             Method::POST,
             "/session/create".into(),

@@ -272,6 +272,13 @@ async fn parallel_uploads_across_tenants_stay_isolated() {
             .await
             .unwrap_err();
         assert_eq!(err.status(), Some(404));
+        // The upload's execution (its id is the document's): waiting on it is not found either.
+        let err = client.wait_execution(&foreign.2, 100).await.unwrap_err();
+        assert_eq!(err.status(), Some(404));
+        assert_eq!(
+            client.wait_execution(doc, 100).await.unwrap().status,
+            "completed"
+        );
         assert!(client.document(doc).await.is_ok());
     }
     // Uploading into another tenant's session is refused like a missing session.
