@@ -6,6 +6,9 @@
 //! 2. Search: exact cosine top-5 over `--chunks` chunks in the content index (in process),
 //!    1,000 queries; and over HTTP against the uploaded documents.
 //!
+//! 3. Fact extraction of adversarial texts as large as the parser takes (one shape repeated):
+//!    seconds per text, which must stay linear in its size.
+//!
 //! Last line: `uploads_per_sec=... mb_per_sec=... search_p99_ms=...` (search over the
 //! `--chunks` chunks).
 //!
@@ -182,8 +185,46 @@ async fn main() -> anyhow::Result<()> {
         index.chunk_count(),
         percentile(&lat, 0.5)
     );
+    adversarial_extraction()?;
     println!(
         "uploads_per_sec={uploads_per_sec:.0} mb_per_sec={mb_per_sec:.2} search_p99_ms={p99:.2}"
     );
+    Ok(())
+}
+
+/// Parse, chunk and fact extraction of texts as large as the parser takes, each made of one
+/// shape repeated (dates and numbers, sentences, grouped numbers, list items, `key: value`
+/// lines, headings between sentences): each must stay linear in the text's size.
+fn adversarial_extraction() -> anyhow::Result<()> {
+    use symphainy_engine::realms::content::{chunk, facts, parse};
+    let bytes = parse::PARSE_BYTES_MAX - 1024;
+    for (name, unit, format) in [
+        (
+            "dates_and_numbers",
+            "2026-01-01 123 4.5\n",
+            parse::Format::Txt,
+        ),
+        ("sentences", "Ab cd ef. Gh ij kl! ", parse::Format::Md),
+        ("grouped_numbers", "1,000,000,", parse::Format::Txt),
+        ("list_items", "- a b c\n1. d e f\n", parse::Format::Md),
+        ("key_values", "Key: value here.\n", parse::Format::Md),
+        (
+            "headings_and_sentences",
+            "# Part\n\nSome words here. More words there.\n\n",
+            parse::Format::Md,
+        ),
+    ] {
+        let text = unit.repeat(bytes / unit.len());
+        let started = Instant::now();
+        let parsed = parse::parse(format, text.as_bytes())
+            .map_err(|e| anyhow::anyhow!("{name}: {}", e.message))?;
+        let found = facts::extract("D", &parsed, &chunk::chunk(&parsed.text));
+        println!(
+            "extraction of {:.1} MiB of {name}: {} facts in {:.2} s",
+            text.len() as f64 / (1024.0 * 1024.0),
+            found.len(),
+            started.elapsed().as_secs_f64()
+        );
+    }
     Ok(())
 }

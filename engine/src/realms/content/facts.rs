@@ -38,7 +38,7 @@ pub fn extract(document_id: &str, parsed: &Parsed, chunks: &[(usize, usize)]) ->
     found.extend(parsed.json_keys.iter().map(|s| ("json_key", *s)));
     if !matches!(parsed.format, Format::Json | Format::Csv) {
         key_values(text, &mut found);
-        let labels: Vec<_> = found.iter().map(|(_, span)| *span).collect();
+        let labels: std::collections::BTreeSet<_> = found.iter().map(|(_, span)| *span).collect();
         for span in sentences(text, parsed.format == Format::Md) {
             if !labels.contains(&span) {
                 found.push(("sentence", span));
@@ -239,7 +239,7 @@ fn split_sentences(text: &str, s: usize, e: usize, out: &mut Vec<(usize, usize)>
     }
 }
 
-/// ISO dates `YYYY-MM-DD` with a valid month and day.
+/// ISO dates `YYYY-MM-DD` with a valid month and day, in text order, none overlapping.
 fn dates(text: &str) -> Vec<(usize, usize)> {
     let b = text.as_bytes();
     let mut out = Vec::new();
@@ -335,7 +335,12 @@ fn numbers(
             start -= '€'.len_utf8();
         }
         let end = if b.get(j) == Some(&b'%') { j + 1 } else { j };
-        if !dates.iter().any(|(s, e)| i >= *s && i < *e) {
+        // Dates are in text order and never overlap: only the last one starting at or
+        // before `i` can hold it (a linear scan made a text of dates and numbers quadratic).
+        let in_date = dates[..dates.partition_point(|(s, _)| *s <= i)]
+            .last()
+            .is_some_and(|(_, e)| i < *e);
+        if !in_date {
             out.push(("number", (start, end)));
         }
         i = j.max(i + 1);
@@ -413,7 +418,12 @@ mod tests {
     fn numbers_group_thousands_by_three() {
         let f = facts(
             Format::Txt,
-            "n\n1200,30 and 12,34 and 1,250,000.5 and $1,250.50 and 1,2345 and 3.14.\n",
+            "n\n1200,30 and 12,34 and 1,250,000.5 and $1,250.50 and 1,2345 and 3.14.\n\
+             On 2026-03-15 we sold 7, then 2026-04-01 and 2026-05-02 8 times.\n",
+        );
+        assert_eq!(
+            kinds(&f, "date"),
+            ["2026-03-15", "2026-04-01", "2026-05-02"]
         );
         assert_eq!(
             kinds(&f, "number"),
@@ -426,7 +436,9 @@ mod tests {
                 "$1,250.50",
                 "1",
                 "2345",
-                "3.14"
+                "3.14",
+                "7",
+                "8"
             ]
         );
     }
