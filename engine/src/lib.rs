@@ -18,6 +18,7 @@ pub mod agents;
 mod arbitrary;
 pub mod builtin;
 pub mod codec;
+pub mod csv;
 pub mod digest;
 mod error;
 pub mod event;

@@ -47,6 +47,23 @@ pub struct RuntimeConfig {
     pub overload_retry_ms: u64,
 }
 
+/// The most an event adds, encoded, to the JSON text it carries (tenant id, ids, numbers,
+/// names, an idempotency key): the runtime's byte limits on payloads, contexts and step
+/// outputs are lowered to the log's record limit less this, so what they admit always fits.
+pub const EVENT_ENVELOPE_BYTES_MAX: usize = 4 * 1024;
+
+impl RuntimeConfig {
+    /// This configuration with its byte limits lowered to what one record of a log taking
+    /// `record_bytes_max` holds.
+    pub fn fitted_to(mut self, record_bytes_max: usize) -> Self {
+        let room = record_bytes_max.saturating_sub(EVENT_ENVELOPE_BYTES_MAX);
+        self.payload_bytes_max = self.payload_bytes_max.min(room);
+        self.context_bytes_max = self.context_bytes_max.min(room);
+        self.step_output_bytes_max = self.step_output_bytes_max.min(room);
+        self
+    }
+}
+
 impl Default for RuntimeConfig {
     fn default() -> Self {
         Self {
@@ -332,6 +349,7 @@ impl<L: Log> Runtime<L> {
                 log.durable_lsn()
             )));
         }
+        let config = config.fitted_to(log.record_bytes_max());
         let next_lsn = state.last_lsn + 1;
         let (stopped, _) = watch::channel(None);
         let runtime = Arc::new(Self {
@@ -472,7 +490,8 @@ impl<L: Log> Runtime<L> {
         let pending = match submitted {
             Ok(pending) => pending,
             Err(symphainy_wal::Error::QueueFull(_)) => return Err(Error::Overloaded),
-            // Refused before anything was queued: this command's failure, not the log's.
+            // Refused before anything was queued: this command's failure, not the log's
+            // (the byte limits fitted to the log keep it from happening).
             Err(
                 e @ (symphainy_wal::Error::RecordTooLarge { .. }
                 | symphainy_wal::Error::BatchTooLarge { .. }),
@@ -1125,31 +1144,11 @@ impl<L: Log> Runtime<L> {
                 duration_ms,
             },
         };
-        let committed = match self
+        let committed = self
             .commit_retrying(durability, |_, now| {
                 Ok(vec![event(&tenant, now, body.clone())])
             })
-            .await
-        {
-            // An output the log cannot hold in one record fails its step for good (the
-            // saga compensates), instead of leaving the saga without an outcome.
-            Err(Error::LimitExceeded(why)) if matches!(body, EventBody::StepCompleted { .. }) => {
-                let failed = EventBody::StepFailed {
-                    execution_id: id,
-                    step_index: index,
-                    attempt,
-                    code: "output_too_large".into(),
-                    message: format!("step output: {why}"),
-                    retryable: false,
-                    duration_ms,
-                };
-                self.commit_retrying(durability, |_, now| {
-                    Ok(vec![event(&tenant, now, failed.clone())])
-                })
-                .await?
-            }
-            other => other?,
-        };
+            .await?;
         if !step_spec.deterministic
             && let Some(c) = committed
         {

@@ -417,14 +417,15 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
     }
 }
 
-// Events the log cannot hold in one record fail their own command and nothing else: an
-// intent too large is refused, a step output too large fails its step for good (the saga
-// compensates), and the runtime goes on serving.
+// The runtime's byte limits are fitted to the log's record limit, so what the log cannot
+// hold fails its own command and nothing else: an intent too large is refused, a step output
+// too large fails its step for good (the saga compensates), and the runtime goes on serving.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_the_log_fails_only_its_command() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    // Records of 5 KiB: payloads and outputs of at most 1 KiB once the envelope is set aside.
     let config = symphainy_wal::Config {
-        record_bytes_max: 1024,
+        record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
         ..wal_config()
     };
     let rt = start_with(&fs, &probe, config).await;
@@ -432,7 +433,10 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
     let big = rt
         .submit_intent(echo("acme", session, json!("x".repeat(2000)), 1))
         .await;
-    assert!(matches!(big, Err(Error::LimitExceeded(_))), "{big:?}");
+    assert!(
+        matches!(&big, Err(Error::LimitExceeded(m)) if m.contains("1024")),
+        "{big:?}"
+    );
     // Each scripted step's output holds the one before it, escaped: it outgrows a record.
     let id = rt
         .submit_intent(scripted("acme", session, json!(vec![json!({}); 8])))
@@ -442,7 +446,8 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
     assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
     let execution = rt.execution("acme", id).await.unwrap();
     let error = execution.error.as_ref().unwrap();
-    assert!(error.message.contains("exceeds the limit"), "{error:?}");
+    assert_eq!(error.code, "output_too_large", "{error:?}");
+    assert!(error.message.contains("1024"), "{error:?}");
     let failed = execution
         .steps
         .iter()

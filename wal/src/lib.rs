@@ -77,6 +77,8 @@ pub trait Log: Send + Sync + 'static {
     fn subscribe(&self) -> watch::Receiver<Lsn>;
     /// A cursor positioned at `from_lsn`.
     fn cursor(&self, from_lsn: Lsn) -> Cursor;
+    /// The largest record payload the log accepts; larger ones are refused before queueing.
+    fn record_bytes_max(&self) -> usize;
 }
 
 /// An append that was queued; resolves to its LSNs once durable.
@@ -287,6 +289,10 @@ impl Drop for Wal {
 }
 
 impl Log for Wal {
+    fn record_bytes_max(&self) -> usize {
+        self.config.record_bytes_max as usize
+    }
+
     fn submit(&self, records: Vec<Record>) -> Result<PendingAppend> {
         self.enqueue(records, false)
     }

@@ -138,27 +138,6 @@ fn within(inner: &Fact, outer: &Fact) -> bool {
         && inner.span[1] <= outer.span[1]
 }
 
-/// The cells of a CSV line (quotes taken off, `""` read as `"`).
-fn csv_line_cells(line: &str) -> Vec<String> {
-    let mut cells = Vec::new();
-    let mut cell = String::new();
-    let mut quoted = false;
-    let mut chars = line.chars().peekable();
-    while let Some(c) = chars.next() {
-        match (c, quoted) {
-            ('"', true) if chars.peek() == Some(&'"') => {
-                chars.next();
-                cell.push('"');
-            }
-            ('"', _) => quoted = !quoted,
-            (',', false) => cells.push(std::mem::take(&mut cell).trim().to_string()),
-            (c, _) => cell.push(c),
-        }
-    }
-    cells.push(cell.trim().to_string());
-    cells
-}
-
 /// The column names of each CSV document among `facts`, in order.
 fn csv_columns(facts: &[Fact]) -> std::collections::BTreeMap<&str, Vec<&str>> {
     let mut columns = std::collections::BTreeMap::<&str, Vec<&str>>::new();
@@ -169,8 +148,13 @@ fn csv_columns(facts: &[Fact]) -> std::collections::BTreeMap<&str, Vec<&str>> {
 }
 
 impl ExtractiveReasoner {
-    /// Scores every fact for `question` (0: unrelated).
-    fn scores(question: &str, facts: &[Fact]) -> Vec<u64> {
+    /// Scores every fact for `question` (0: unrelated); `columns` are [`csv_columns`] of
+    /// `facts`.
+    fn scores(
+        question: &str,
+        facts: &[Fact],
+        columns: &std::collections::BTreeMap<&str, Vec<&str>>,
+    ) -> Vec<u64> {
         let asked = stems(question);
         let said = words(question);
         let says = |w: &str| said.iter().any(|s| s == w);
@@ -184,7 +168,6 @@ impl ExtractiveReasoner {
         // A fact's words are its value's and, but for a line's, its kind's ("word_count"
         // answers "how many words", "title" answers "what is the title"); a CSV row's also its
         // columns' names.
-        let columns = csv_columns(facts);
         let per_fact: Vec<_> = facts
             .iter()
             .map(|f| {
@@ -270,7 +253,7 @@ impl ExtractiveReasoner {
         match f.kind.as_str() {
             "key_value" | "sentence" => f.value.clone(),
             "csv_row" => {
-                let cells = csv_line_cells(&f.value);
+                let cells = crate::csv::cell_texts(&f.value).unwrap_or_default();
                 match columns.get(f.document_id.as_str()) {
                     Some(names) if names.len() == cells.len() => names
                         .iter()
@@ -289,7 +272,8 @@ impl ExtractiveReasoner {
 impl Reasoner for ExtractiveReasoner {
     fn reason(&self, question: &str, facts: FactView<'_>) -> Proposal {
         let all = facts.facts();
-        let mut scored: Vec<(u64, usize, &Fact)> = Self::scores(question, all)
+        let columns = csv_columns(all);
+        let mut scored: Vec<(u64, usize, &Fact)> = Self::scores(question, all, &columns)
             .into_iter()
             .zip(all.iter().enumerate())
             .map(|(score, (i, f))| (score, i, f))
@@ -300,7 +284,6 @@ impl Reasoner for ExtractiveReasoner {
         // question's subject does not ride along with the fact that answers it. A date or
         // number inside a line already cited says nothing more.
         let best = scored.first().map_or(0, |s| s.0);
-        let columns = csv_columns(all);
         let mut cited: Vec<&Fact> = Vec::new();
         for (_, _, f) in scored
             .into_iter()

@@ -6,7 +6,7 @@
 //! rows, in the text at the span ([`AGGREGATE_KINDS`]).
 
 use super::chunk::chunk_of;
-use super::parse::{Format, Parsed, csv_cells};
+use super::parse::{Format, Parsed};
 
 /// Most facts one document yields.
 pub const FACTS_MAX: usize = 2_000;
@@ -53,7 +53,7 @@ pub fn extract(document_id: &str, parsed: &Parsed, chunks: &[(usize, usize)]) ->
             parsed
                 .csv_row_spans
                 .iter()
-                .flat_map(|&(s, e)| csv_cells(s, &text[s..e]).unwrap_or_default()),
+                .flat_map(|&(s, e)| crate::csv::cells(s, &text[s..e]).unwrap_or_default()),
         ) {
             numbers(text, cell, &dates, &mut found);
         }

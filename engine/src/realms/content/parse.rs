@@ -244,49 +244,9 @@ fn parse_md(text: &str) -> Parsed {
 /// facts than this anyway.
 pub const CSV_ROW_SPANS_MAX: usize = super::facts::FACTS_MAX;
 
-/// Splits one CSV line into cell spans (quoted cells: the span is inside the quotes).
-pub(super) fn csv_cells(offset: usize, line: &str) -> Result<Vec<(usize, usize)>, ParseError> {
-    let mut cells = Vec::new();
-    let bytes = line.as_bytes();
-    let mut i = 0;
-    loop {
-        if i < bytes.len() && bytes[i] == b'"' {
-            let start = i + 1;
-            let mut j = start;
-            loop {
-                match bytes.get(j) {
-                    None => {
-                        return Err(ParseError::new(
-                            "corrupt_file",
-                            "CSV: unterminated quoted cell",
-                        ));
-                    }
-                    Some(b'"') if bytes.get(j + 1) == Some(&b'"') => j += 2,
-                    Some(b'"') => break,
-                    Some(_) => j += 1,
-                }
-            }
-            cells.push((offset + start, offset + j));
-            i = j + 1;
-            if i < bytes.len() && bytes[i] != b',' {
-                return Err(ParseError::new(
-                    "corrupt_file",
-                    "CSV: text after a closing quote",
-                ));
-            }
-        } else {
-            let end = line[i..].find(',').map_or(line.len(), |k| i + k);
-            let cell = &line[i..end];
-            let lead = cell.len() - cell.trim_start().len();
-            cells.push((offset + i + lead, offset + i + lead + cell.trim().len()));
-            i = end;
-        }
-        if i >= bytes.len() {
-            break;
-        }
-        i += 1; // the comma
-    }
-    Ok(cells)
+/// Splits one CSV line into cell spans ([`crate::csv::cells`]).
+fn csv_cells(offset: usize, line: &str) -> Result<Vec<(usize, usize)>, ParseError> {
+    crate::csv::cells(offset, line).map_err(|why| ParseError::new("corrupt_file", why))
 }
 
 fn parse_csv(text: &str) -> Result<Parsed, ParseError> {
