@@ -47,10 +47,12 @@ pub struct RuntimeConfig {
     pub overload_retry_ms: u64,
 }
 
-/// The most an event adds, encoded, to the JSON text it carries (tenant id, ids, numbers,
-/// names, an idempotency key): the runtime's byte limits on payloads, contexts and step
-/// outputs are lowered to the log's record limit less this, so what they admit always fits.
-pub const EVENT_ENVELOPE_BYTES_MAX: usize = 4 * 1024;
+/// The most an event adds, encoded, to the JSON text it carries: a tenant id (63 bytes),
+/// three ids (48), an idempotency key and a user id (256 each by default), intent type, realm
+/// and capability names, numbers and length prefixes. The runtime's byte limits on payloads,
+/// contexts and step outputs are lowered to the log's record limit less this, so what they
+/// admit fits one record.
+pub const EVENT_ENVELOPE_BYTES_MAX: usize = 1024;
 
 impl RuntimeConfig {
     /// This configuration with its byte limits lowered to what one record of a log taking

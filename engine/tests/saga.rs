@@ -423,7 +423,7 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_too_large_for_the_log_fails_only_its_command() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    // Records of 5 KiB: payloads and outputs of at most 1 KiB once the envelope is set aside.
+    // Payloads and outputs of at most 1 KiB once the envelope is set aside.
     let config = symphainy_wal::Config {
         record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
         ..wal_config()

@@ -317,7 +317,12 @@ pub async fn incremental_vs_rebuild(
     batch: usize,
     kills: Vec<usize>,
 ) {
-    let wal = Arc::new(Wal::open(dir.join("wal"), Config::small_for_tests()).unwrap());
+    // Records roomy enough for the runtime's envelope (its byte limits are fitted to them).
+    let config = Config {
+        record_bytes_max: 4 * 1024,
+        ..Config::small_for_tests()
+    };
+    let wal = Arc::new(Wal::open(dir.join("wal"), config).unwrap());
     let registry = Arc::new(registry_with_test_realm(Arc::new(Probe::default())).unwrap());
     let runtime = Runtime::start(
         wal.clone(),
