@@ -20,7 +20,9 @@ use crate::error::{Error, Result};
 use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
 use crate::id::{Clock, Id, IdSource, TimestampMs};
 use crate::metrics::EngineMetrics;
-use crate::saga::{CapabilityHandler, Next, Registry, StepError, StepInput, plan_next};
+use crate::saga::{
+    CapabilityHandler, Next, Registry, STEP_ERROR_CODE_BYTES_MAX, StepError, StepInput, plan_next,
+};
 use crate::state::{Execution, Session, State};
 
 /// Limits and tunables of the runtime. Every field documents its default.
@@ -34,6 +36,11 @@ pub struct RuntimeConfig {
     pub context_bytes_max: usize,
     /// Bytes of one step output (JSON). Default 4 MiB.
     pub step_output_bytes_max: usize,
+    /// Bytes of a failure's message recorded in the log (a step's error, a failed
+    /// compensation); a longer one is cut at a character boundary and marked `…`. A step's
+    /// error may carry text from outside (a parser's, a remote service's), so it is bounded
+    /// like an output. Default 4 KiB.
+    pub failure_message_bytes_max: usize,
     /// Bytes of an idempotency key. Default 256.
     pub idempotency_key_bytes_max: usize,
     /// Bytes of a user id. Default 256.
@@ -47,9 +54,10 @@ pub struct RuntimeConfig {
     pub overload_retry_ms: u64,
 }
 
-/// The most an event adds, encoded, to the JSON text it carries: a tenant id (63 bytes),
-/// three ids (48), an idempotency key and a user id (256 each by default), intent type, realm
-/// and capability names, numbers and length prefixes. The runtime's byte limits on payloads,
+/// The most an event adds, encoded, to the JSON text or failure message it carries: a tenant
+/// id (63 bytes), three ids (48), an idempotency key and a user id (256 each by default), intent
+/// type, realm, capability and step names, an error code (`STEP_ERROR_CODE_BYTES_MAX`),
+/// numbers and length prefixes. The runtime's byte limits on payloads,
 /// contexts and step outputs are lowered to the log's record limit less this, so what they
 /// admit fits one record.
 pub const EVENT_ENVELOPE_BYTES_MAX: usize = 1024;
@@ -62,6 +70,7 @@ impl RuntimeConfig {
         self.payload_bytes_max = self.payload_bytes_max.min(room);
         self.context_bytes_max = self.context_bytes_max.min(room);
         self.step_output_bytes_max = self.step_output_bytes_max.min(room);
+        self.failure_message_bytes_max = self.failure_message_bytes_max.min(room);
         self
     }
 }
@@ -73,6 +82,7 @@ impl Default for RuntimeConfig {
             payload_bytes_max: 1024 * 1024,
             context_bytes_max: 64 * 1024,
             step_output_bytes_max: 4 * 1024 * 1024,
+            failure_message_bytes_max: 4 * 1024,
             idempotency_key_bytes_max: 256,
             user_id_bytes_max: 256,
             token_ttl_seconds_max: 90 * 24 * 3600,
@@ -80,6 +90,18 @@ impl Default for RuntimeConfig {
             overload_retry_ms: 5,
         }
     }
+}
+
+/// `text` cut to at most `max` bytes at a character boundary, ending with `…` when cut.
+fn bounded(mut text: String, max: usize) -> String {
+    const MARK: &str = "…";
+    if text.len() > max {
+        text.truncate(text.floor_char_boundary(max.saturating_sub(MARK.len())));
+        if text.len() + MARK.len() <= max {
+            text.push_str(MARK);
+        }
+    }
+    text
 }
 
 /// Checks a tenant id against `^[a-z0-9][a-z0-9_-]{0,62}$`.
@@ -433,6 +455,12 @@ impl<L: Log> Runtime<L> {
     /// Step counters and latencies.
     pub fn metrics(&self) -> &EngineMetrics {
         &self.metrics
+    }
+
+    /// Callers held as waiting in `wait_finished` for an execution to end (one that gave up is
+    /// let go when the next one starts waiting on the same execution, or when it ends).
+    pub fn result_waiters(&self) -> usize {
+        lock(&self.waiters).values().map(Vec::len).sum()
     }
 
     /// Why the runtime stopped, if it did.
@@ -903,10 +931,12 @@ impl<L: Log> Runtime<L> {
                 None
             } else {
                 let (tell, wait) = oneshot::channel();
-                lock(&self.waiters)
-                    .entry(execution_id)
-                    .or_default()
-                    .push(tell);
+                let mut waiters = lock(&self.waiters);
+                let waiting = waiters.entry(execution_id).or_default();
+                // Waiters that gave up (timed out, disconnected) leave with the next one, so a
+                // long saga polled again and again holds only the waiters still there.
+                waiting.retain(|w| !w.is_closed());
+                waiting.push(tell);
                 Some(wait)
             }
         };
@@ -1140,8 +1170,8 @@ impl<L: Log> Runtime<L> {
                 execution_id: id,
                 step_index: index,
                 attempt,
-                code: e.code,
-                message: e.message,
+                code: bounded(e.code, STEP_ERROR_CODE_BYTES_MAX),
+                message: bounded(e.message, self.config.failure_message_bytes_max),
                 retryable: e.retryable,
                 duration_ms,
             },
@@ -1222,7 +1252,10 @@ impl<L: Log> Runtime<L> {
             Some(e) => EventBody::SagaFailed {
                 execution_id: id,
                 code: "compensation_failed".into(),
-                message: format!("compensating step {} failed: {}", step_spec.name, e.message),
+                message: bounded(
+                    format!("compensating step {} failed: {}", step_spec.name, e.message),
+                    self.config.failure_message_bytes_max,
+                ),
                 step: Some(step_spec.name.clone()),
             },
         };

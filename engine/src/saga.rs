@@ -30,9 +30,10 @@ pub struct StepInput {
 /// Why a step attempt failed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StepError {
-    /// snake_case code.
+    /// snake_case code; the log records at most `STEP_ERROR_CODE_BYTES_MAX` bytes of it.
     pub code: String,
-    /// Human sentence.
+    /// Human sentence; the log records at most `RuntimeConfig::failure_message_bytes_max`
+    /// bytes of it.
     pub message: String,
     /// Whether another attempt may succeed.
     pub retryable: bool,
@@ -56,6 +57,9 @@ impl StepError {
         }
     }
 }
+
+/// Bytes of a step error's code the log records (a longer one is cut).
+pub const STEP_ERROR_CODE_BYTES_MAX: usize = 64;
 
 /// A boxed step future.
 pub type StepFuture<T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send>>;

@@ -4,9 +4,11 @@
 //! Its outputs depend only on the payload and the attempt number, so it is deterministic.
 //!
 //! Payload: `{"steps": [{"fail_attempts": n, "hang_attempts": n, "permanent": bool,
-//! "compensation_fails": bool}, ...]}` (1 to 8 steps). Attempt `a` of a step hangs past its
-//! timeout while `a <= hang_attempts`, then fails while `a <= hang_attempts + fail_attempts`
-//! (retryable unless `permanent`), then succeeds.
+//! "compensation_fails": bool, "message_bytes": n}, ...]}` (1 to 8 steps). Attempt `a` of a
+//! step hangs past its timeout while `a <= hang_attempts`, then fails while
+//! `a <= hang_attempts + fail_attempts` (retryable unless `permanent`; the failure's message is
+//! padded with `é` to at least `message_bytes` bytes, at most `SCRIPTED_MESSAGE_BYTES_MAX`),
+//! then succeeds.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +27,8 @@ pub const SCRIPTED_STEPS_MAX: usize = 8;
 pub const SCRIPTED_MAX_ATTEMPTS: u32 = 3;
 /// Per-attempt timeout.
 pub const SCRIPTED_TIMEOUT_MS: u64 = 40;
+/// Longest failure message a script may ask for.
+pub const SCRIPTED_MESSAGE_BYTES_MAX: usize = 16 << 20;
 
 /// What the scripted steps did: (execution, step, attempt, action).
 #[derive(Debug, Default)]
@@ -99,7 +103,12 @@ impl SagaStep for ScriptedStep {
                     .get("permanent")
                     .and_then(Value::as_bool)
                     .unwrap_or(false);
-                let message = format!("scripted failure of attempt {}", input.attempt);
+                let mut message = format!("scripted failure of attempt {}", input.attempt);
+                let wanted =
+                    (number(&script, "message_bytes") as usize).min(SCRIPTED_MESSAGE_BYTES_MAX);
+                while message.len() < wanted {
+                    message.push('é');
+                }
                 return Err(if permanent {
                     StepError::permanent("scripted_failure", message)
                 } else {

@@ -469,3 +469,91 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
         .execution_id;
     assert_eq!(finish(&rt, "acme", ok).await, ExecutionStatus::Completed);
 }
+
+#[tokio::test]
+async fn a_long_failure_message_is_cut_to_fit_the_log() {
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    // Records of 1 KiB once the envelope is set aside: a 3,000-byte message would not fit.
+    let config = symphainy_wal::Config {
+        record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
+        ..wal_config()
+    };
+    let rt = start_with(&fs, &probe, config).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    let long = json!({"fail_attempts": 3, "message_bytes": 3000});
+    let id = rt
+        .submit_intent(scripted("acme", session, json!([{}, long])))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
+    let execution = rt.execution("acme", id).await.unwrap();
+    let error = execution.error.as_ref().unwrap();
+    assert_eq!(error.code, "scripted_failure");
+    assert!(
+        error.message.len() <= 1024 && error.message.len() > 1000,
+        "{}",
+        error.message.len()
+    );
+    // Cut between characters (the padding is two-byte `é`), and marked.
+    assert!(error.message.starts_with("scripted failure of attempt 3é"));
+    assert!(error.message.ends_with("é…"), "{}", error.message);
+    assert_eq!(
+        event_names(&rt, id)
+            .iter()
+            .filter(|n| **n == "step_failed")
+            .count(),
+        3
+    );
+    assert_eq!(rt.stopped_reason(), None);
+
+    // The default limit, 4 KiB, on a log that could take far more.
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let rt = start(&fs, &probe).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    let huge = json!({"fail_attempts": 1, "permanent": true, "message_bytes": 1_000_000});
+    let id = rt
+        .submit_intent(scripted("acme", session, json!([huge])))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Failed);
+    let message = rt
+        .execution("acme", id)
+        .await
+        .unwrap()
+        .error
+        .unwrap()
+        .message;
+    assert!((4000..=4096).contains(&message.len()), "{}", message.len());
+}
+
+#[tokio::test]
+async fn waiters_that_gave_up_do_not_pile_up() {
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let rt = start(&fs, &probe).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    // Eight steps whose first two attempts each hang to the 40 ms timeout: about a second.
+    let slow = json!({"hang_attempts": 2});
+    let id = rt
+        .submit_intent(scripted("acme", session, json!(vec![slow; 8])))
+        .await
+        .unwrap()
+        .execution_id;
+    for _ in 0..40 {
+        let done = rt
+            .wait_finished("acme", id, Duration::from_millis(1))
+            .await
+            .unwrap();
+        assert!(!done, "the saga ended too soon for this test");
+    }
+    assert!(rt.result_waiters() <= 1, "{}", rt.result_waiters());
+    let waiting = {
+        let rt = rt.clone();
+        tokio::spawn(async move { rt.wait_finished("acme", id, Duration::from_secs(20)).await })
+    };
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(rt.result_waiters(), 1);
+    assert!(waiting.await.unwrap().unwrap());
+    assert_eq!(rt.result_waiters(), 0);
+}

@@ -80,7 +80,13 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
             "append_p99_us": stats.append_us.quantile(0.99),
             "durable_lsn": durable,
         },
-        "saga": { "steps": if tenant.is_some() { json!({}) } else { Value::Object(steps) } },
+        "saga": match tenant {
+            Some(_) => json!({"steps": {}}),
+            None => json!({
+                "steps": Value::Object(steps),
+                "result_waiters": state.runtime.result_waiters(),
+            }),
+        },
         "executions_by_status": by_status,
         "state": {
             "backend": projections.store.describe(),
@@ -192,6 +198,13 @@ pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
             &s["p99_ms"],
         );
     }
+    let _ = writeln!(out, "# TYPE symphainy_saga_result_waiters gauge");
+    line(
+        &mut out,
+        "saga_result_waiters",
+        "",
+        &v["saga"]["result_waiters"],
+    );
     let _ = writeln!(out, "# TYPE symphainy_executions gauge");
     for (status, n) in v["executions_by_status"].as_object().into_iter().flatten() {
         line(

@@ -241,6 +241,8 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
         );
         assert!(s["p50_ms"].is_u64() && s["p99_ms"].is_u64(), "{m}");
     }
+    // Both executions ended and their waiters were answered.
+    assert_eq!(m["saga"]["result_waiters"], 0, "{m}");
     assert_eq!(m["executions_by_status"]["completed"], 2, "{m}");
     for op in ["get", "set", "delete"] {
         assert!(m["state"]["ops"][op].is_u64(), "state.ops.{op}: {m}");
@@ -278,6 +280,7 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
         "symphainy_saga_step_p50_ms{capability=\"runtime.echo\",step=\"echo_3\"} ",
         "symphainy_saga_step_p99_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
         "symphainy_executions{status=\"completed\"} 2",
+        "symphainy_saga_result_waiters 0",
         "symphainy_state_ops_total{op=\"get\"} ",
         "symphainy_state_ops_total{op=\"set\"} ",
         "symphainy_state_ops_total{op=\"delete\"} ",
