@@ -21,7 +21,8 @@ use crate::event::{CapabilitySpec, Event, EventBody, SYSTEM_TENANT};
 use crate::id::{Clock, Id, IdSource, TimestampMs};
 use crate::metrics::EngineMetrics;
 use crate::saga::{
-    CapabilityHandler, Next, Registry, STEP_ERROR_CODE_BYTES_MAX, StepError, StepInput, plan_next,
+    CapabilityHandler, Guarded, Next, Registry, STEP_ERROR_CODE_BYTES_MAX, StepError, StepInput,
+    plan_next,
 };
 use crate::state::{Execution, Session, State};
 
@@ -1140,7 +1141,7 @@ impl<L: Log> Runtime<L> {
             )),
             Some(step) => match tokio::time::timeout(
                 Duration::from_millis(step_spec.timeout_ms),
-                step.execute(input),
+                Guarded(step.execute(input)),
             )
             .await
             {
@@ -1227,7 +1228,7 @@ impl<L: Log> Runtime<L> {
                 break;
             };
             let output = output.clone().unwrap_or_else(|| Arc::from("null"));
-            let run = step.compensate(input.clone(), output);
+            let run = Guarded(step.compensate(input.clone(), output));
             match tokio::time::timeout(Duration::from_millis(step_spec.timeout_ms), run).await {
                 Ok(Ok(())) => {
                     last_error = None;

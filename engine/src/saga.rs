@@ -64,6 +64,44 @@ pub const STEP_ERROR_CODE_BYTES_MAX: usize = 64;
 /// A boxed step future.
 pub type StepFuture<T> = Pin<Box<dyn Future<Output = Result<T, StepError>> + Send>>;
 
+/// A step future whose panic becomes the step's failure (`step_panicked`, permanent: a panic
+/// is a defect another attempt would meet again) instead of ending the task that drives the
+/// saga, which would leave the execution running with nobody driving it, and meet the same
+/// panic again after every restart. The runtime and `check-determinism` run every step
+/// attempt and compensation through it.
+pub struct Guarded<T>(pub StepFuture<T>);
+
+impl<T> fmt::Debug for Guarded<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Guarded")
+    }
+}
+
+impl<T> Future for Guarded<T> {
+    type Output = Result<T, StepError>;
+
+    fn poll(
+        mut self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(poll) => poll,
+            Err(panic) => {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic without a message".to_string());
+                std::task::Poll::Ready(Err(StepError::permanent(
+                    "step_panicked",
+                    format!("the step panicked: {what}"),
+                )))
+            }
+        }
+    }
+}
+
 /// One step of a saga.
 pub trait SagaStep: Send + Sync + fmt::Debug {
     /// Runs one attempt; returns the output as JSON.

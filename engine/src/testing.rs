@@ -4,7 +4,8 @@
 //! Its outputs depend only on the payload and the attempt number, so it is deterministic.
 //!
 //! Payload: `{"steps": [{"fail_attempts": n, "hang_attempts": n, "permanent": bool,
-//! "compensation_fails": bool, "message_bytes": n}, ...]}` (1 to 8 steps). Attempt `a` of a
+//! "compensation_fails": bool, "message_bytes": n, "panics": bool}, ...]}` (1 to 8 steps). A
+//! step that `panics` panics on every attempt. Attempt `a` of a
 //! step hangs past its timeout while `a <= hang_attempts`, then fails while
 //! `a <= hang_attempts + fail_attempts` (retryable unless `permanent`; the failure's message is
 //! padded with `é` to at least `message_bytes` bytes, at most `SCRIPTED_MESSAGE_BYTES_MAX`),
@@ -95,6 +96,11 @@ impl SagaStep for ScriptedStep {
                 "execute",
             );
             probe.push(call);
+            // A defect in a step, on purpose: the runtime must turn it into the step's failure.
+            #[allow(clippy::panic)]
+            if script.get("panics").and_then(Value::as_bool) == Some(true) {
+                panic!("scripted panic of attempt {}", input.attempt);
+            }
             if input.attempt <= hang {
                 tokio::time::sleep(Duration::from_secs(60)).await;
             }

@@ -557,3 +557,35 @@ async fn waiters_that_gave_up_do_not_pile_up() {
     assert!(waiting.await.unwrap().unwrap());
     assert_eq!(rt.result_waiters(), 0);
 }
+
+#[tokio::test]
+async fn a_panicking_step_fails_its_saga_and_nothing_else() {
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let rt = start(&fs, &probe).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    let id = rt
+        .submit_intent(scripted("acme", session, json!([{}, {"panics": true}, {}])))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
+    let execution = rt.execution("acme", id).await.unwrap();
+    let error = execution.error.as_ref().unwrap();
+    assert_eq!(error.code, "step_panicked");
+    assert!(
+        error.message.contains("scripted panic of attempt 1"),
+        "{error:?}"
+    );
+    // Permanent: one attempt, then the first step is compensated.
+    assert_eq!(
+        probe.calls_of(id),
+        vec![(0, 1, "execute"), (1, 1, "execute"), (0, 1, "compensate")]
+    );
+    assert_eq!(rt.stopped_reason(), None);
+    let ok = rt
+        .submit_intent(echo("acme", session, json!("after"), 3))
+        .await
+        .unwrap()
+        .execution_id;
+    assert_eq!(finish(&rt, "acme", ok).await, ExecutionStatus::Completed);
+}

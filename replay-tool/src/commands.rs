@@ -11,7 +11,7 @@ use comfy_table::Table;
 use serde_json::{Value, json};
 use symphainy_engine::event::{Event, EventBody, EventType, SYSTEM_TENANT};
 use symphainy_engine::id::rfc3339;
-use symphainy_engine::saga::{Registry, StepInput};
+use symphainy_engine::saga::{Guarded, Registry, StepInput};
 use symphainy_engine::state::State;
 use symphainy_engine::view::{self, SessionIndex};
 use symphainy_engine::{Id, codec, digest};
@@ -428,7 +428,8 @@ fn check_determinism(cli: &Cli, only: Option<&str>, as_json: bool) -> anyhow::Re
                         previous_output_json: previous,
                     };
                     let actual = runtime.block_on(async {
-                        tokio::time::timeout(REEXECUTION_TIMEOUT, step.execute(input)).await
+                        tokio::time::timeout(REEXECUTION_TIMEOUT, Guarded(step.execute(input)))
+                            .await
                     });
                     let actual = match actual {
                         Ok(Ok(output)) => output,
