@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use comfy_table::Table;
+use comfy_table::{Table, presets};
 use serde_json::{Value, json};
 use symphainy_engine::event::{Event, EventBody, EventType, SYSTEM_TENANT};
 use symphainy_engine::id::rfc3339;
@@ -20,6 +20,32 @@ use symphainy_wal::{Error as WalError, Lsn, RealFs, WalReader};
 use crate::{Cli, Command, Format};
 
 /// The WAL folder of a data directory (or the directory itself when it holds segments).
+/// A table for people: ASCII (it survives any terminal, pager or log), a rule under the
+/// header and none between rows.
+fn new_table() -> Table {
+    let mut table = Table::new();
+    table.load_preset(presets::ASCII_FULL_CONDENSED);
+    table
+}
+
+/// Rows of one `dump --format table` table: a long dump prints a table per this many events
+/// as it reads them, instead of holding the whole log's rows to size one table.
+const TABLE_PAGE_ROWS: usize = 1_000;
+
+/// Characters of an event's data a `dump --format table` row shows (`--format jsonl` has
+/// it all).
+const TABLE_DATA_CHARS_MAX: usize = 60;
+
+/// `text` cut to `max` characters, the last three of them `...` when it was longer.
+fn cut(text: String, max: usize) -> String {
+    if text.chars().count() <= max {
+        return text;
+    }
+    let mut cut: String = text.chars().take(max.saturating_sub(3)).collect();
+    cut.push_str("...");
+    cut
+}
+
 fn wal_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let nested = data_dir.join("wal");
     if nested.is_dir() {
@@ -263,8 +289,7 @@ fn dump(
     format: Format,
 ) -> anyhow::Result<u8> {
     let reader = open(cli)?;
-    let mut table = Table::new();
-    table.set_header([
+    let header = [
         "lsn",
         "time",
         "tenant",
@@ -272,48 +297,49 @@ fn dump(
         "session",
         "execution",
         "data",
-    ]);
+    ];
+    let mut table = new_table();
+    table.set_header(header);
+    let mut rows = 0usize;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut write_error = None;
     each_event(&reader, from, to, |lsn, event, session| {
-        if !filter.accepts(event, session) {
+        use std::io::Write;
+        if !filter.accepts(event, session) || write_error.is_some() {
             return;
         }
         let value = view::wal_event(lsn, event, session);
-        match format {
-            Format::Jsonl => {
-                use std::io::Write;
-                if let Err(e) = writeln!(out, "{value}") {
-                    write_error.get_or_insert(e);
-                }
-            }
+        let written = match format {
+            Format::Jsonl => writeln!(out, "{value}"),
             Format::Table => {
-                let short = |v: &Value| {
-                    v.as_str()
-                        .map(|s| s.chars().take(10).collect::<String>())
-                        .unwrap_or_default()
-                };
-                let mut data = value["data"].to_string();
-                if data.len() > 60 {
-                    data.truncate(57);
-                    data.push_str("...");
-                }
+                let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
                 table.add_row([
                     lsn.to_string(),
-                    value["timestamp"].as_str().unwrap_or_default().to_string(),
+                    text(&value["timestamp"]),
                     event.tenant_id.clone(),
                     event.body.event_type().name().to_string(),
-                    short(&value["session_id"]),
-                    short(&value["execution_id"]),
-                    data,
+                    text(&value["session_id"]),
+                    text(&value["execution_id"]),
+                    cut(value["data"].to_string(), TABLE_DATA_CHARS_MAX),
                 ]);
+                rows += 1;
+                if rows.is_multiple_of(TABLE_PAGE_ROWS) {
+                    let page = std::mem::replace(&mut table, new_table());
+                    table.set_header(header);
+                    writeln!(out, "{page}")
+                } else {
+                    Ok(())
+                }
             }
+        };
+        if let Err(e) = written {
+            write_error = Some(e);
         }
     })?;
     if let Some(e) = write_error {
         return Err(e).context("writing to stdout");
     }
-    if format == Format::Table {
+    if format == Format::Table && (rows == 0 || !rows.is_multiple_of(TABLE_PAGE_ROWS)) {
         use std::io::Write;
         writeln!(out, "{table}").context("writing to stdout")?;
     }
@@ -644,13 +670,13 @@ fn stats(cli: &Cli, as_json: bool) -> anyhow::Result<u8> {
         value["first_event_at"].as_str().unwrap_or("-"),
         value["last_event_at"].as_str().unwrap_or("-")
     );
-    let mut table = Table::new();
+    let mut table = new_table();
     table.set_header(["event type", "count"]);
     for (kind, n) in &by_type {
         table.add_row([kind.to_string(), n.to_string()]);
     }
     println!("{table}");
-    let mut table = Table::new();
+    let mut table = new_table();
     table.set_header(["tenant", "events"]);
     for (tenant, n) in &by_tenant {
         table.add_row([tenant.clone(), n.to_string()]);

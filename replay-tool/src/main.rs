@@ -74,6 +74,8 @@ pub enum Command {
         from_lsn: Option<u64>,
         #[arg(long)]
         to_lsn: Option<u64>,
+        /// jsonl: one WAL event per line, whole. table: for people, whole ids, data cut to 60
+        /// characters, a table per 1,000 events printed as they are read.
         #[arg(long, value_enum, default_value_t = Format::Jsonl)]
         format: Format,
     },

@@ -558,3 +558,43 @@ async fn check_determinism_covers_content_steps() {
         "content.parse_and_embed"
     );
 }
+
+// `dump --format table` shows whole ids (a ULID's first characters are its time, which events
+// of the same millisecond share), cuts data between characters, not inside one, and prints a
+// table per thousand events as it reads instead of one table of the whole log.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_table_shows_whole_ids_and_pages_long_logs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut load = vec![(
+        "runtime.echo",
+        json!({"value": "é".repeat(100), "steps": 1}),
+    )];
+    load.extend(echo_load(120));
+    workload(dir.path(), &load).await;
+    let (code, jsonl, _) = tool(&["dump", "--format", "jsonl"], dir.path());
+    assert_eq!(code, 0);
+    let events: Vec<Value> = jsonl
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(events.len() > 1_000, "{}", events.len());
+    let (code, table, err) = tool(&["dump", "--format", "table"], dir.path());
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(table.matches("| lsn ").count(), 2, "{table}");
+    let rows: Vec<&str> = table
+        .lines()
+        .filter(|l| l.starts_with("| ") && !l.starts_with("| lsn "))
+        .collect();
+    assert_eq!(rows.len(), events.len());
+    for (row, event) in rows.iter().zip(&events) {
+        assert!(row.starts_with(&format!("| {} ", event["lsn"])), "{row}");
+        if let Some(id) = event["execution_id"].as_str() {
+            assert!(row.contains(id), "{row}");
+        }
+    }
+    let accented = rows
+        .iter()
+        .find(|r| r.contains("step_completed") && r.contains('é'))
+        .unwrap();
+    assert!(accented.trim_end().ends_with("éé... |"), "{accented}");
+}
