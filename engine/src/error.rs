@@ -27,15 +27,23 @@ pub enum Error {
     /// The session is closed.
     #[error("session {0} is closed")]
     SessionClosed(Id),
+    /// An idempotency key already names an execution of a different intent (another
+    /// session, intent type or payload): answering that execution would hide the mistake.
+    #[error("idempotency key already used for a different intent (execution {0})")]
+    IdempotencyKeyReused(Id),
     /// No capability handles the intent type.
     #[error("no capability handles intent type {0:?}")]
     UnknownIntent(String),
     /// The request is malformed.
     #[error("{0}")]
     InvalidRequest(String),
-    /// A limit was reached.
+    /// A quota was reached (open sessions of a tenant): the same request may succeed later.
     #[error("{0}")]
     LimitExceeded(String),
+    /// The request is larger than a size limit allows (a payload, a context, an event the log
+    /// cannot hold): it will never succeed as it is.
+    #[error("{0}")]
+    TooLarge(String),
     /// The log's queue is full; try again later.
     #[error("the runtime is overloaded; retry later")]
     Overloaded,

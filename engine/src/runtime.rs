@@ -93,6 +93,17 @@ impl Default for RuntimeConfig {
     }
 }
 
+/// Whether `intent` (its payload encoded as `payload_json`) asks for what execution `e` was
+/// started for: same session, intent type and payload. Payloads are compared as JSON values
+/// when their text differs (the same object with its keys in another order is the same).
+fn same_intent(e: &Execution, intent: &SubmitIntent, payload_json: &str) -> bool {
+    e.session_id == intent.session_id
+        && *e.intent_type == *intent.intent_type
+        && (*e.payload_json == *payload_json
+            || serde_json::from_str::<serde_json::Value>(&e.payload_json)
+                .is_ok_and(|recorded| recorded == intent.payload))
+}
+
 /// `text` cut to at most `max` bytes at a character boundary, ending with `…` when cut.
 fn bounded(mut text: String, max: usize) -> String {
     const MARK: &str = "…";
@@ -527,9 +538,7 @@ impl<L: Log> Runtime<L> {
                 e @ (symphainy_wal::Error::RecordTooLarge { .. }
                 | symphainy_wal::Error::BatchTooLarge { .. }),
             ) => {
-                return Err(Error::LimitExceeded(format!(
-                    "event too large for the log: {e}"
-                )));
+                return Err(Error::TooLarge(format!("event too large for the log: {e}")));
             }
             Err(e) => {
                 drop(core);
@@ -713,7 +722,7 @@ impl<L: Log> Runtime<L> {
         context_json: String,
     ) -> Result<Session> {
         if context_json.len() > self.config.context_bytes_max {
-            return Err(Error::LimitExceeded(format!(
+            return Err(Error::TooLarge(format!(
                 "context exceeds {} bytes",
                 self.config.context_bytes_max
             )));
@@ -818,7 +827,7 @@ impl<L: Log> Runtime<L> {
     ) -> Result<Submitted> {
         let payload_json = intent.payload.to_string();
         if payload_json.len() > self.config.payload_bytes_max {
-            return Err(Error::LimitExceeded(format!(
+            return Err(Error::TooLarge(format!(
                 "payload exceeds {} bytes",
                 self.config.payload_bytes_max
             )));
@@ -859,6 +868,9 @@ impl<L: Log> Runtime<L> {
                     .and_then(|t| t.idempotency.get(key))
                 && let Some(e) = state.executions.get(existing)
             {
+                if !same_intent(e, &intent, &payload_json) {
+                    return Err(Error::IdempotencyKeyReused(e.execution_id));
+                }
                 let answer = Submitted {
                     execution_id: e.execution_id,
                     intent_id: e.intent_id,

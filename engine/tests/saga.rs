@@ -288,6 +288,50 @@ async fn idempotency_race() {
     );
 }
 
+// A key already used is answered with its execution only for the same intent (the same object
+// with its keys in another order included); another session, intent type or payload is refused
+// naming the execution the key belongs to, and logs nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idempotency_key_reused_for_another_intent_is_refused() {
+    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
+    let rt = start(&fs, &probe).await;
+    let session = tenant_with_session(&rt, "acme").await;
+    let other_session = rt
+        .create_session("acme", "bob", "{}".into())
+        .await
+        .unwrap()
+        .session_id;
+    let keyed = |intent: symphainy_engine::SubmitIntent| symphainy_engine::SubmitIntent {
+        idempotency_key: Some("order-7".into()),
+        ..intent
+    };
+    let first = rt
+        .submit_intent(keyed(echo("acme", session, json!({"a": 1, "b": 2}), 2)))
+        .await
+        .unwrap();
+    let again = rt
+        .submit_intent(keyed(echo("acme", session, json!({"b": 2, "a": 1}), 2)))
+        .await
+        .unwrap();
+    assert!(again.duplicate);
+    assert_eq!(again.execution_id, first.execution_id);
+    let last_lsn = rt.read(|s| s.last_lsn).await.unwrap();
+    let different = [
+        keyed(echo("acme", session, json!({"a": 1, "b": 3}), 2)),
+        keyed(echo("acme", session, json!({"a": 1, "b": 2}), 3)),
+        keyed(echo("acme", other_session, json!({"a": 1, "b": 2}), 2)),
+        keyed(scripted("acme", session, json!([{}]))),
+    ];
+    for intent in different {
+        let refused = rt.submit_intent(intent.clone()).await;
+        assert!(
+            matches!(refused, Err(Error::IdempotencyKeyReused(id)) if id == first.execution_id),
+            "{intent:?}: {refused:?}"
+        );
+    }
+    assert_eq!(rt.read(|s| s.last_lsn).await.unwrap(), last_lsn);
+}
+
 // Intents on another tenant's session, an unknown session or a closed session are refused,
 // and tenant ids are validated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -434,7 +478,7 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
         .submit_intent(echo("acme", session, json!("x".repeat(2000)), 1))
         .await;
     assert!(
-        matches!(&big, Err(Error::LimitExceeded(m)) if m.contains("1024")),
+        matches!(&big, Err(Error::TooLarge(m)) if m.contains("1024")),
         "{big:?}"
     );
     // Each scripted step's output holds the one before it, escaped: it outgrows a record.

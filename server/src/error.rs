@@ -104,12 +104,24 @@ impl From<EngineError> for AppError {
                 "session_closed",
                 "the session is closed",
             ),
+            EngineError::IdempotencyKeyReused(id) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                format!(
+                    "this idempotency key was used for a different intent (execution {id}); \
+                     send that intent's session, type and payload, or use a new key"
+                ),
+            ),
             EngineError::UnknownIntent(t) => Self::new(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "unknown_intent",
                 format!("no capability handles intent type {t:?}"),
             ),
             EngineError::InvalidRequest(m) => Self::bad_request(m),
+            // Retrying cannot help: no Retry-After.
+            EngineError::TooLarge(m) => {
+                Self::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", m)
+            }
             EngineError::LimitExceeded(m) => {
                 Self::new(StatusCode::TOO_MANY_REQUESTS, "limit_exceeded", m).retry_after(1)
             }

@@ -133,6 +133,14 @@ async fn bad_requests_get_contract_errors() {
             "invalid_request",
         ),
         (
+            "context over its 64 KiB limit, in a body under the 1 MiB one",
+            Method::POST,
+            "/session/create".into(),
+            Some(json!({"context": {"notes": "x".repeat(70_000)}})),
+            413,
+            "payload_too_large",
+        ),
+        (
             "unknown route",
             Method::GET,
             "/no/such/route".into(),
@@ -169,6 +177,16 @@ async fn bad_requests_get_contract_errors() {
     assert_eq!(answer["error"]["code"], "invalid_request");
     let message = answer["error"]["message"].as_str().unwrap_or_default();
     assert!(message.contains("wait_ms"), "{message}");
+    // A request too large to ever succeed is not told to come back (no Retry-After).
+    let response = reqwest::Client::new()
+        .post(format!("{}/session/create", server.base))
+        .bearer_auth(&acme_token(&server).await)
+        .json(&json!({"context": {"notes": "x".repeat(70_000)}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    assert!(response.headers().get("retry-after").is_none());
     // Malformed JSON, raw.
     let response = reqwest::Client::new()
         .post(format!("{}/intent/submit", server.base))
@@ -265,6 +283,21 @@ async fn idempotent_submissions_over_http() {
         .filter(|e| e["event_type"] == "intent_received")
         .count();
     assert_eq!(intents, 1);
+    // The key again with another payload: refused, naming the execution the key belongs to.
+    let mut other = Intent::new("runtime.echo", &session.session_id, json!({"value": 2}));
+    other.idempotency_key = Some("once".into());
+    match acme.submit(&other).await.unwrap_err() {
+        symphainy_sdk::Error::Api {
+            status,
+            code,
+            message,
+            ..
+        } => {
+            assert_eq!((status, code.as_str()), (422, "idempotency_key_reused"));
+            assert!(message.contains(&answers[0].1.execution_id), "{message}");
+        }
+        other => panic!("{other}"),
+    }
 }
 
 // The OpenAPI document lists every route of the table.
