@@ -32,6 +32,19 @@ pub const SNAPSHOTS_KEPT: usize = 2;
 const HEADER_BYTES: usize = 8 + 4 + 8 + 8 + 32;
 /// How often the snapshotter looks for new durable events.
 pub const SNAPSHOT_POLL_MS: u64 = 200;
+/// A snapshot is also put off until the log has grown past the last one by this fraction
+/// (1/4) of the events that one covered. A snapshot writes the whole state, which grows with
+/// the log: at a fixed interval its cost per event would grow without bound (at 100 million
+/// events, a 6 GB state every million events). This keeps it constant, and the tail that
+/// recovery folds after the snapshot at most a quarter of the log.
+pub const SNAPSHOT_TAIL_FRACTION: u64 = 4;
+
+/// Whether a snapshot is due at `lsn` when the last one was taken at `written_at`: at least
+/// `every_events` events and [`SNAPSHOT_TAIL_FRACTION`] of the log since.
+pub fn snapshot_due(lsn: Lsn, written_at: Lsn, every_events: u64) -> bool {
+    let since = lsn.saturating_sub(written_at);
+    since >= every_events.max(1) && since >= written_at / SNAPSHOT_TAIL_FRACTION
+}
 /// Largest snapshot payload written or read (64 GiB). A state that would encode larger is not
 /// snapshotted (recovery replays the log instead), and a file claiming more is not read.
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 36;
@@ -270,7 +283,8 @@ pub struct Snapshotter {
 
 impl Snapshotter {
     /// Starts tailing `log` from `state` (the recovered state, or a snapshot), writing into
-    /// `dir` every `every_events` events.
+    /// `dir` when [`snapshot_due`]: every `every_events` events, or less often once the log
+    /// is four times that long.
     pub fn start<L: Log>(log: Arc<L>, state: State, dir: PathBuf, every_events: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
@@ -307,7 +321,7 @@ fn run<L: Log>(log: &L, state: State, dir: &Path, every_events: u64, stop: &Atom
             }
         }
         let lsn = cursor.next_lsn() - 1;
-        if lsn >= written_at + every_events {
+        if snapshot_due(lsn, written_at, every_events) {
             let (state, _) = match std::mem::take(&mut replayer).finish() {
                 Ok(folded) => folded,
                 Err(e) => {
@@ -329,6 +343,37 @@ fn run<L: Log>(log: &L, state: State, dir: &Path, every_events: u64, stop: &Atom
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    // Snapshots come every `every_events` while the log is short, then when it has grown by a
+    // quarter: at most a quarter of the log is left for recovery to fold, and each snapshot
+    // (the whole state) is paid for by as many new events as a quarter of its own.
+    #[test]
+    fn snapshots_are_spaced_by_the_larger_of_the_interval_and_a_quarter_of_the_log() {
+        let every = 1_000_000;
+        assert!(!snapshot_due(999_999, 0, every));
+        assert!(snapshot_due(1_000_000, 0, every));
+        assert!(snapshot_due(4_000_000, 3_000_000, every));
+        assert!(!snapshot_due(5_000_000, 4_000_000 + 1, every));
+        assert!(snapshot_due(5_000_000, 4_000_000, every));
+        assert!(!snapshot_due(124_999_999, 100_000_000, every));
+        assert!(snapshot_due(125_000_000, 100_000_000, every));
+        // An interval of 0 means every event, as before.
+        assert!(snapshot_due(1, 0, 0));
+        // Over a long run, the snapshots' total size stays proportional to the log: the
+        // states written (in events) add up to at most five times the events logged.
+        let (mut written_at, mut written_events) = (0u64, 0u64);
+        for lsn in (1..=1_000_000_000u64).step_by(1_000) {
+            if snapshot_due(lsn, written_at, every) {
+                written_events += lsn;
+                written_at = lsn;
+            }
+        }
+        assert!(
+            written_events <= 5 * written_at,
+            "{written_events} {written_at}"
+        );
+        // With snapshots every million events it would have been about 500 times.
+    }
 
     /// A state of a few real executions (the benchmark's workload), as a snapshot payload,
     /// and its LSN.

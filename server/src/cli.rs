@@ -34,7 +34,8 @@ struct Args {
     /// Largest request body in bytes.
     #[arg(long, env = "SYMPHAINY_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
     body_bytes_max: usize,
-    /// Snapshot the state every this many events (0 = never).
+    /// Snapshot the state every this many events (0 = never); once the log is four times
+    /// that long, when it has grown by a quarter since the last snapshot.
     #[arg(long, env = "SYMPHAINY_SNAPSHOT_EVERY", default_value_t = crate::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
     snapshot_every_events: u64,
     /// An OpenAI-compatible endpoint for `content.analyze` (default: the deterministic
