@@ -6,8 +6,9 @@
 //! [`SNAPSHOTS_KEPT`] are kept. A snapshot that fails any check is ignored with a log line and
 //! the next older one is tried: a snapshot is an optimisation, never a source of truth.
 //!
-//! [`Snapshotter`] takes them off the hot path: a thread that tails the durable log with its
-//! own copy of the state and writes a snapshot every `every_events` events.
+//! [`Snapshotter`] takes them off the hot path: a thread that watches the durable LSN and,
+//! when a snapshot is due, folds the log's tail onto the newest snapshot, writes the result
+//! and drops it (it holds no copy of the state in between).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -282,15 +283,26 @@ pub struct Snapshotter {
 }
 
 impl Snapshotter {
-    /// Starts tailing `log` from `state` (the recovered state, or a snapshot), writing into
-    /// `dir` when [`snapshot_due`]: every `every_events` events, or less often once the log
-    /// is four times that long.
-    pub fn start<L: Log>(log: Arc<L>, state: State, dir: PathBuf, every_events: u64) -> Self {
+    /// Starts watching `log`'s durable LSN, writing a snapshot into `dir` when
+    /// [`snapshot_due`] (every `every_events` events, or less often once the log is four times
+    /// that long), counting from `written_at` (the LSN of the state recovered at start, which
+    /// needs no snapshot of its own). It keeps no state between snapshots: each is the newest
+    /// snapshot with the log folded onto it, built, written and dropped, so the runtime's state
+    /// is the only one resident.
+    pub fn start<L: Log>(log: Arc<L>, written_at: Lsn, dir: PathBuf, every_events: u64) -> Self {
         let stop = Arc::new(AtomicBool::new(false));
         let stopping = stop.clone();
         let thread = std::thread::Builder::new()
             .name("snapshotter".into())
-            .spawn(move || run(log.as_ref(), state, &dir, every_events.max(1), &stopping))
+            .spawn(move || {
+                run(
+                    log.as_ref(),
+                    written_at,
+                    &dir,
+                    every_events.max(1),
+                    &stopping,
+                )
+            })
             .ok();
         Self { stop, thread }
     }
@@ -305,38 +317,52 @@ impl Drop for Snapshotter {
     }
 }
 
-fn run<L: Log>(log: &L, state: State, dir: &Path, every_events: u64, stop: &AtomicBool) {
-    let mut written_at = state.last_lsn;
-    let mut cursor = log.cursor(state.last_lsn + 1);
-    let mut replayer = Replayer::from_state(state);
+fn run<L: Log>(log: &L, written_at: Lsn, dir: &Path, every_events: u64, stop: &AtomicBool) {
+    let mut written_at = written_at;
     while !stop.load(Ordering::SeqCst) {
-        match cursor.visit(64 * 1024, |lsn, meta, payload| {
-            replayer.visit(lsn, meta, payload)
-        }) {
-            Ok(0) => std::thread::sleep(Duration::from_millis(SNAPSHOT_POLL_MS)),
-            Ok(_) => {}
+        let durable = log.durable_lsn();
+        if !snapshot_due(durable, written_at, every_events) {
+            std::thread::sleep(Duration::from_millis(SNAPSHOT_POLL_MS));
+            continue;
+        }
+        let state = match fold_to(log, dir, durable, stop) {
+            Ok(Some(state)) => state,
+            Ok(None) => return,
             Err(e) => {
-                tracing::warn!(error = %e, "snapshotter stopped reading the log");
+                tracing::warn!(error = %e, "snapshotter stopped: the log could not be folded");
                 return;
             }
-        }
-        let lsn = cursor.next_lsn() - 1;
-        if snapshot_due(lsn, written_at, every_events) {
-            let (state, _) = match std::mem::take(&mut replayer).finish() {
-                Ok(folded) => folded,
-                Err(e) => {
-                    tracing::warn!(error = %e, "snapshotter stopped: undecodable event");
-                    return;
-                }
-            };
-            match write(dir, &state) {
-                Ok(path) => tracing::info!(path = %path.display(), lsn, "snapshot written"),
-                Err(e) => tracing::warn!(error = %e, "snapshot not written"),
+        };
+        match write(dir, &state) {
+            Ok(path) => {
+                tracing::info!(path = %path.display(), lsn = state.last_lsn, "snapshot written")
             }
-            written_at = lsn;
-            replayer = Replayer::from_state(state);
+            Err(e) => tracing::warn!(error = %e, "snapshot not written"),
+        }
+        written_at = state.last_lsn;
+        // The state is dropped here: between snapshots the snapshotter holds none.
+    }
+}
+
+/// The state at `lsn` or a little past it: the newest valid snapshot at most at `lsn` (else
+/// an empty state), with the log folded onto it. None when asked to stop.
+fn fold_to<L: Log>(log: &L, dir: &Path, lsn: Lsn, stop: &AtomicBool) -> Result<Option<State>> {
+    let base = load_latest(dir, lsn).unwrap_or_default();
+    let mut cursor = log.cursor(base.last_lsn + 1);
+    let mut replayer = Replayer::from_state(base);
+    while cursor.next_lsn() <= lsn {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
+        let read = cursor.visit(
+            crate::runtime::REPLAY_CHUNK_RECORDS,
+            |lsn, meta, payload| replayer.visit(lsn, meta, payload),
+        )?;
+        if read == 0 {
+            break;
         }
     }
+    Ok(Some(replayer.finish()?.0))
 }
 
 #[cfg(test)]

@@ -147,7 +147,7 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let snapshotter = (config.snapshot_every_events > 0).then(|| {
         snapshot::Snapshotter::start(
             wal.clone(),
-            state.clone(),
+            state.last_lsn,
             snapshot_dir,
             config.snapshot_every_events,
         )

@@ -126,13 +126,15 @@ async fn replay_digest_equals_server_digest() {
     for tenant in ["acme", "globex"] {
         let client = server.tenant(tenant).await.unwrap();
         let session = client.create_session(json!({})).await.unwrap();
+        // Seven keys for ten submissions: the last three repeat the first three's intents.
         for i in 0..10 {
+            let k = i % 7;
             let mut intent = Intent::new(
                 "runtime.echo",
                 &session.session_id,
-                json!({"value": i, "steps": 1 + i % 4}),
+                json!({"value": k, "steps": 1 + k % 4}),
             );
-            intent.idempotency_key = Some(format!("k{}", i % 7));
+            intent.idempotency_key = Some(format!("k{k}"));
             let (_, submitted) = client.submit(&intent).await.unwrap();
             client
                 .wait_finished(&submitted.execution_id, Duration::from_secs(10))
