@@ -46,6 +46,7 @@ pub fn snapshot_due(lsn: Lsn, written_at: Lsn, every_events: u64) -> bool {
     let since = lsn.saturating_sub(written_at);
     since >= every_events.max(1) && since >= written_at / SNAPSHOT_TAIL_FRACTION
 }
+
 /// Largest snapshot payload written or read (64 GiB). A state that would encode larger is not
 /// snapshotted (recovery replays the log instead), and a file claiming more is not read.
 pub const SNAPSHOT_BYTES_MAX: u64 = 1 << 36;
