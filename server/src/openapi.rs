@@ -24,10 +24,11 @@ fn error_description(status: u16) -> &'static str {
         404 => "not found (or another tenant's)",
         409 => "conflict: tenant_exists, or session_closed",
         413 => "payload too large",
-        422 => "unknown_intent: no capability handles the intent type",
+        422 => "unknown_intent (no capability handles the intent type) or idempotency_key_reused",
         429 => "rate limited (Retry-After)",
         500 => "internal error",
         503 => "overloaded or unavailable (Retry-After)",
+        507 => "insufficient_storage: the disk is full; nothing was stored or logged",
         _ => "error",
     }
 }

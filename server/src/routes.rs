@@ -272,7 +272,7 @@ pub const ROUTES: &[RouteSpec] = &[
         202,
     )
     .input(Input::Multipart)
-    .errors(&[409]),
+    .errors(&[409, 507]),
     route(
         "GET",
         "/content/documents/{document_id}",
@@ -978,6 +978,28 @@ async fn wal_slice(
 /// The upload route (its body limit differs from every other route's).
 pub const UPLOAD_PATH: &str = "/content/upload";
 
+/// A blob the store could not keep: a full disk is said plainly (507, nothing was logged and
+/// the upload can be sent again once there is room); anything else is an internal error.
+fn blob_error(e: symphainy_engine::realms::content::blob::BlobError) -> AppError {
+    use symphainy_engine::realms::content::blob::BlobError;
+    match &e {
+        BlobError::Io { error, .. }
+            if matches!(
+                error.kind(),
+                std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+            ) =>
+        {
+            tracing::warn!(error = %e, "upload refused: no room for its file");
+            AppError::new(
+                StatusCode::INSUFFICIENT_STORAGE,
+                "insufficient_storage",
+                "the server's disk is full: the file was not stored and nothing was logged",
+            )
+        }
+        _ => AppError::internal(e),
+    }
+}
+
 fn too_large(message: String) -> AppError {
     AppError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
 }
@@ -1040,7 +1062,7 @@ async fn content_upload(
                 let sha = tokio::task::spawn_blocking(move || blobs.put(&bytes))
                     .await
                     .map_err(AppError::internal)?
-                    .map_err(AppError::internal)?;
+                    .map_err(blob_error)?;
                 files.push((filename, media_type, sha));
             }
             other => {

@@ -123,6 +123,21 @@ async fn a_full_disk_refuses_appends_clearly_and_loses_nothing() {
         .await
         .unwrap_err();
     assert!(matches!(again, Error::Api { status: 503, .. }), "{again}");
+    // An upload whose file has no room is refused as such (the log is not even reached).
+    let refused = acme
+        .upload(&session, &[("big.txt", "text/plain", vec![b'a'; 4 << 20])])
+        .await
+        .unwrap_err();
+    match &refused {
+        Error::Api { status, code, .. } => {
+            assert_eq!(
+                (*status, code.as_str()),
+                (507, "insufficient_storage"),
+                "{refused}"
+            );
+        }
+        other => panic!("{other}"),
+    }
     let health = reqwest::get(format!("{}/health", server.base))
         .await
         .unwrap();
