@@ -461,19 +461,26 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
     }
 }
 
-// The runtime's byte limits are fitted to the log's record limit, so what the log cannot
-// hold fails its own command and nothing else: an intent too large is refused, a step output
-// too large fails its step for good (the saga compensates), and the runtime goes on serving.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_event_too_large_for_the_log_fails_only_its_command() {
+/// A runtime on a log whose records hold 1 KiB besides the envelope, with tenant `acme` and a
+/// session of it.
+async fn on_kib_records() -> (Arc<Rt>, symphainy_engine::Id) {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    // Payloads and outputs of at most 1 KiB once the envelope is set aside.
     let config = symphainy_wal::Config {
         record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
         ..wal_config()
     };
     let rt = start_with(&fs, &probe, config).await;
     let session = tenant_with_session(&rt, "acme").await;
+    (rt, session)
+}
+
+// The runtime's byte limits are fitted to the log's record limit, so what the log cannot
+// hold fails its own command and nothing else: an intent too large is refused, a step output
+// too large fails its step for good (the saga compensates), and the runtime goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_too_large_for_the_log_fails_only_its_command() {
+    // Payloads and outputs of at most 1 KiB once the envelope is set aside.
+    let (rt, session) = on_kib_records().await;
     let big = rt
         .submit_intent(echo("acme", session, json!("x".repeat(2000)), 1))
         .await;
@@ -505,25 +512,16 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
     );
     let names = event_names(&rt, id);
     assert_eq!(names.iter().filter(|n| **n == "step_failed").count(), 1);
-    assert_eq!(rt.stopped_reason(), None);
-    let ok = rt
-        .submit_intent(echo("acme", session, json!("small"), 3))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", ok).await, ExecutionStatus::Completed);
+    assert_still_serving(&rt, session).await;
 }
 
+// A step's failure message longer than a record can hold is cut (between characters, marked),
+// so its saga ends instead of running forever with its failure unrecorded; the default limit
+// is 4 KiB whatever the log takes.
 #[tokio::test]
 async fn a_long_failure_message_is_cut_to_fit_the_log() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     // Records of 1 KiB once the envelope is set aside: a 3,000-byte message would not fit.
-    let config = symphainy_wal::Config {
-        record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
-        ..wal_config()
-    };
-    let rt = start_with(&fs, &probe, config).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (rt, session) = on_kib_records().await;
     let long = json!({"fail_attempts": 3, "message_bytes": 3000});
     let id = rt
         .submit_intent(scripted("acme", session, json!([{}, long])))
@@ -549,29 +547,21 @@ async fn a_long_failure_message_is_cut_to_fit_the_log() {
             .count(),
         3
     );
-    assert_eq!(rt.stopped_reason(), None);
+    assert_still_serving(&rt, session).await;
 
     // The default limit, 4 KiB, on a log that could take far more.
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
     let huge = json!({"fail_attempts": 1, "permanent": true, "message_bytes": 1_000_000});
-    let id = rt
-        .submit_intent(scripted("acme", session, json!([huge])))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Failed);
-    let message = rt
-        .execution("acme", id)
-        .await
-        .unwrap()
-        .error
-        .unwrap()
-        .message;
+    let execution = run_to_end(&rt, scripted("acme", session, json!([huge]))).await;
+    assert_eq!(execution.status, ExecutionStatus::Failed);
+    let message = execution.error.unwrap().message;
     assert!((4000..=4096).contains(&message.len()), "{}", message.len());
 }
 
+// Callers that stopped waiting for a long saga's end are let go when the next one waits, so
+// polling with a short `wait_ms` holds one waiter, not one per poll.
 #[tokio::test]
 async fn waiters_that_gave_up_do_not_pile_up() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
@@ -602,18 +592,17 @@ async fn waiters_that_gave_up_do_not_pile_up() {
     assert_eq!(rt.result_waiters(), 0);
 }
 
+// A step that panics fails for good with `step_panicked`; its saga compensates and ends, and
+// the runtime goes on.
 #[tokio::test]
 async fn a_panicking_step_fails_its_saga_and_nothing_else() {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
-    let id = rt
-        .submit_intent(scripted("acme", session, json!([{}, {"panics": true}, {}])))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
-    let execution = rt.execution("acme", id).await.unwrap();
+    let panics = json!([{}, {"panics": true}, {}]);
+    let execution = run_to_end(&rt, scripted("acme", session, panics)).await;
+    assert_eq!(execution.status, ExecutionStatus::Compensated);
+    let id = execution.execution_id;
     let error = execution.error.as_ref().unwrap();
     assert_eq!(error.code, "step_panicked");
     assert!(
@@ -625,11 +614,5 @@ async fn a_panicking_step_fails_its_saga_and_nothing_else() {
         probe.calls_of(id),
         vec![(0, 1, "execute"), (1, 1, "execute"), (0, 1, "compensate")]
     );
-    assert_eq!(rt.stopped_reason(), None);
-    let ok = rt
-        .submit_intent(echo("acme", session, json!("after"), 3))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", ok).await, ExecutionStatus::Completed);
+    assert_still_serving(&rt, session).await;
 }

@@ -87,6 +87,22 @@ pub fn echo(tenant: &str, session: Id, value: serde_json::Value, steps: u32) -> 
     }
 }
 
+/// Submits `intent`, waits for its execution to finish and returns the execution as the
+/// runtime holds it.
+pub async fn run_to_end(rt: &Arc<Rt>, intent: SubmitIntent) -> symphainy_engine::state::Execution {
+    let tenant = intent.tenant_id.clone();
+    let id = rt.submit_intent(intent).await.unwrap().execution_id;
+    finish(rt, &tenant, id).await;
+    rt.execution(&tenant, id).await.unwrap()
+}
+
+/// The runtime did not stop, and a 3-step echo in `session` of `acme` still completes.
+pub async fn assert_still_serving(rt: &Arc<Rt>, session: Id) {
+    assert_eq!(rt.stopped_reason(), None);
+    let echo = run_to_end(rt, echo("acme", session, json!("after"), 3)).await;
+    assert_eq!(echo.status, ExecutionStatus::Completed);
+}
+
 /// Waits for an execution to finish and returns its status.
 pub async fn finish(rt: &Arc<Rt>, tenant: &str, id: Id) -> ExecutionStatus {
     assert!(
