@@ -19,7 +19,6 @@ use symphainy_wal::{Error as WalError, Lsn, RealFs, WalReader};
 
 use crate::{Cli, Command, Format};
 
-/// The WAL folder of a data directory (or the directory itself when it holds segments).
 /// A table for people: ASCII (it survives any terminal, pager or log), a rule under the
 /// header and none between rows.
 fn new_table() -> Table {
@@ -46,6 +45,7 @@ fn cut(text: String, max: usize) -> String {
     cut
 }
 
+/// The WAL folder of a data directory (or the directory itself when it holds segments).
 fn wal_dir(data_dir: &Path) -> anyhow::Result<PathBuf> {
     let nested = data_dir.join("wal");
     if nested.is_dir() {
