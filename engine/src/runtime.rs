@@ -1095,7 +1095,25 @@ impl<L: Log> Runtime<L> {
                 None,
             ));
         };
-        let next = plan_next(e, &spec, handler.as_ref());
+        let mut next = plan_next(e, &spec, handler.as_ref());
+        if let Next::Finish(EventBody::SagaCompleted { result_json, .. }) = &next
+            && result_json.len() > self.config.step_output_bytes_max
+        {
+            // A result the log could not record would leave the saga undriven; it ends failed
+            // instead (its steps completed; none failed, so there is nothing to compensate
+            // from).
+            next = Next::Finish(EventBody::SagaFailed {
+                execution_id: id,
+                code: "result_too_large".into(),
+                message: format!(
+                    "the saga's result has {} bytes, more than the {} a result may have; its steps \
+                     completed and were not compensated",
+                    result_json.len(),
+                    self.config.step_output_bytes_max
+                ),
+                step: None,
+            });
+        }
         let (index, attempt) = match &next {
             Next::RunStep { index, attempt, .. } => (*index, *attempt),
             Next::Compensate { index } => (*index, e.steps[*index as usize].attempts),

@@ -124,7 +124,9 @@ pub trait CapabilityHandler: Send + Sync + fmt::Debug {
     }
     /// The step at `index`.
     fn step(&self, index: usize) -> Option<Arc<dyn SagaStep>>;
-    /// The saga's result from the steps' recorded outputs (default: the last output).
+    /// The saga's result from the steps' recorded outputs (default: the last output). One
+    /// larger than the runtime's step output limit ends the saga `result_too_large` (failed,
+    /// its completed steps not compensated) instead of completing it.
     fn result(&self, outputs: &[&str]) -> String {
         outputs
             .last()

@@ -616,3 +616,67 @@ async fn a_panicking_step_fails_its_saga_and_nothing_else() {
     );
     assert_still_serving(&rt, session).await;
 }
+
+/// `test.gathering`: `runtime.echo`'s steps, with a result that gathers every step's output.
+#[derive(Debug)]
+struct Gathering;
+
+impl symphainy_engine::saga::CapabilityHandler for Gathering {
+    fn spec(&self) -> symphainy_engine::event::CapabilitySpec {
+        let mut spec = symphainy_engine::builtin::Echo.spec();
+        spec.name = "test.gathering".into();
+        spec.realm = "test".into();
+        spec.intent_types = vec!["test.gathering".into()];
+        spec
+    }
+    fn plan(&self, payload: &serde_json::Value) -> Result<u32, String> {
+        symphainy_engine::builtin::Echo.plan(payload)
+    }
+    fn step(&self, index: usize) -> Option<Arc<dyn symphainy_engine::saga::SagaStep>> {
+        symphainy_engine::builtin::Echo.step(index)
+    }
+    fn result(&self, outputs: &[&str]) -> String {
+        format!("[{}]", outputs.join(","))
+    }
+}
+
+// A saga whose result is too large for the log ends failed (`result_too_large`) instead of
+// being left undriven; a result that fits completes.
+#[tokio::test]
+async fn a_result_too_large_for_the_log_fails_its_saga() {
+    let fs = MemFs::new();
+    let config = symphainy_wal::Config {
+        record_bytes_max: 1024 + symphainy_engine::runtime::EVENT_ENVELOPE_BYTES_MAX as u32,
+        ..wal_config()
+    };
+    let wal = Arc::new(symphainy_wal::Wal::open_with(Arc::new(fs.clone()), dir(), config).unwrap());
+    let mut registry = symphainy_engine::saga::Registry::default();
+    registry
+        .register(Arc::new(symphainy_engine::builtin::Echo))
+        .unwrap();
+    registry.register(Arc::new(Gathering)).unwrap();
+    let rt = symphainy_engine::Runtime::start(
+        wal,
+        Arc::new(registry),
+        Arc::new(symphainy_engine::id::SystemClock),
+        Arc::new(symphainy_engine::id::UlidSource::default()),
+        symphainy_engine::RuntimeConfig::default(),
+    )
+    .await
+    .unwrap();
+    let session = tenant_with_session(&rt, "acme").await;
+    let gathering = |value: &str, steps: u32| symphainy_engine::SubmitIntent {
+        intent_type: "test.gathering".into(),
+        ..echo("acme", session, json!(value), steps)
+    };
+    // Three outputs of about 900 bytes each: 2.7 KB gathered, more than a record holds.
+    let big = run_to_end(&rt, gathering(&"x".repeat(900), 3)).await;
+    assert_eq!(big.status, ExecutionStatus::Failed);
+    let error = big.error.unwrap();
+    assert_eq!(error.code, "result_too_large", "{error:?}");
+    assert!(error.message.contains("1024"), "{error:?}");
+    assert!(big.steps.iter().all(|s| s.status == StepStatus::Completed));
+    let small = run_to_end(&rt, gathering("y", 3)).await;
+    assert_eq!(small.status, ExecutionStatus::Completed);
+    assert_still_serving(&rt, session).await;
+}
