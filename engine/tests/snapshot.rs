@@ -168,11 +168,21 @@ async fn snapshotter_writes_in_the_background() {
     )
     .await
     .unwrap();
-    // Two rounds of work: the second round's snapshot is the first one with the log folded
-    // onto it (the snapshotter keeps no state of its own between them). Each equals the replay
-    // of the log to its LSN.
+    // Three rounds of work: the second round's snapshot is the first one with the log folded
+    // onto it (the snapshotter keeps no state of its own between them); before the third, every
+    // snapshot is damaged, so the third is folded from the log alone. Each equals the replay of
+    // the log to its LSN.
     let mut previous = 0;
-    for round in 0..2 {
+    for round in 0..3 {
+        if round == 2 {
+            for entry in std::fs::read_dir(&snapshots).unwrap() {
+                let path = entry.unwrap().path();
+                let mut bytes = std::fs::read(&path).unwrap();
+                let middle = bytes.len() / 2;
+                bytes[middle] ^= 0x01;
+                std::fs::write(&path, bytes).unwrap();
+            }
+        }
         workload(&rt, "acme", 6).await;
         let durable = wal.durable_lsn();
         let mut newest = None;
