@@ -177,6 +177,9 @@ async fn snapshotter_writes_in_the_background() {
         if round == 2 {
             for entry in std::fs::read_dir(&snapshots).unwrap() {
                 let path = entry.unwrap().path();
+                if path.extension().is_none_or(|x| x != "bin") {
+                    continue;
+                }
                 let mut bytes = std::fs::read(&path).unwrap();
                 let middle = bytes.len() / 2;
                 bytes[middle] ^= 0x01;
