@@ -280,9 +280,22 @@ function executionRow(x) {
       x.error ? h("span", { class: "err", text: `${x.error.code}: ${x.error.message}` }) : ""));
 }
 
+// What the built-in capabilities' inputs take (any other input: text or JSON).
+const INPUT_HINTS = {
+  value: "any JSON, or text: \"hello\", 42, {\"a\": 1}",
+  steps: "1 to 16 (default 1)",
+  document_id: "a document id, from an upload's result",
+  question: "a question about that document",
+  filename: "e.g. notes.md (txt, md, csv, json, html, pdf)",
+  media_type: "optional, e.g. text/markdown",
+  text: "the file's text",
+  content_base64: "or the file's bytes, base64",
+};
+
 function inputField(name) {
   const id = "in-" + name;
-  return h("label", { for: id }, h("span", { text: name }), h("input", { type: "text", id, name, placeholder: "text, or JSON (42, {\"a\": 1})" }));
+  const hint = INPUT_HINTS[name] || "text, or JSON (42, {\"a\": 1})";
+  return h("label", { for: id }, h("span", { text: name }), h("input", { type: "text", id, name, placeholder: hint }));
 }
 
 function parseValue(text) {

@@ -141,6 +141,8 @@ try {
 
   // A dropped connection resumes from the last LSN seen: submit while reconnecting.
   await page.evaluate(() => window.symphainy.feed.drop());
+  check((await page.getByLabel("steps").getAttribute("placeholder")) === "1 to 16 (default 1)",
+    "a built-in capability's input says what it takes");
   await page.getByLabel("value").fill('"after the drop"');
   await page.getByLabel("steps").fill("3");
   await page.getByRole("button", { name: "Submit" }).click();
