@@ -185,6 +185,11 @@ pub fn read(path: &Path) -> Result<State> {
     Ok(state)
 }
 
+/// The LSN of the newest snapshot file in `dir` (named, not read: it may be damaged), if any.
+pub fn newest_lsn(dir: &Path) -> Option<Lsn> {
+    list(dir).last().map(|(lsn, _)| *lsn)
+}
+
 /// The newest valid snapshot whose LSN is at most `max_lsn`; damaged ones are skipped with a
 /// warning.
 pub fn load_latest(dir: &Path, max_lsn: Lsn) -> Option<State> {

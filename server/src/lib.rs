@@ -144,10 +144,13 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
         )
     })?;
     let wal = Arc::new(wal);
+    // Snapshots are spaced from the newest one on disk, not from the recovered state: a log
+    // recovered with a long tail past its snapshot (or none) gets one as soon as it is due.
     let snapshotter = (config.snapshot_every_events > 0).then(|| {
+        let newest = snapshot::newest_lsn(&snapshot_dir).unwrap_or(0);
         snapshot::Snapshotter::start(
             wal.clone(),
-            state.last_lsn,
+            newest.min(state.last_lsn),
             snapshot_dir,
             config.snapshot_every_events,
         )

@@ -118,6 +118,38 @@ async fn a_log_damaged_in_the_middle_is_refused_and_left_untouched() {
     assert_eq!(server.terminate().unwrap(), Some(0));
 }
 
+// A log recovered without a snapshot (or far past its newest one) gets a snapshot soon after
+// the start, without waiting for as many new events: the next start folds less.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_log_without_a_snapshot_gets_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with_args(dir.path(), &["--snapshot-every-events", "0"]).unwrap();
+    let admin = populate(&server).await;
+    let (lsn, digest) = admin.digest().await.unwrap();
+    assert_eq!(server.terminate().unwrap(), Some(0));
+    let snapshots = dir.path().join("snapshots");
+    assert!(std::fs::read_dir(&snapshots).map_or(true, |mut d| d.next().is_none()));
+
+    let server =
+        ServerProcess::start_with_args(dir.path(), &["--snapshot-every-events", "20"]).unwrap();
+    let mut waited = Duration::ZERO;
+    let newest = loop {
+        if let Some(state) = symphainy_engine::snapshot::load_latest(&snapshots, lsn) {
+            break state;
+        }
+        assert!(waited < Duration::from_secs(20), "no snapshot was written");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    };
+    assert_eq!(
+        newest.last_lsn, lsn,
+        "a snapshot of the whole recovered log"
+    );
+    assert_eq!(symphainy_engine::digest::digest(&newest), digest);
+    assert_eq!(server.terminate().unwrap(), Some(0));
+}
+
 // SIGTERM or SIGINT as soon as the server says it listens (a supervisor stopping it right
 // away) is a graceful shutdown with exit code 0, never the signal's default abrupt end: the
 // handlers are in place before the server listens.
