@@ -19,6 +19,7 @@ use std::time::Instant;
 
 use symphainy_engine::digest;
 use symphainy_engine::runtime::{Replayer, replay_cursor};
+use symphainy_engine::state::State;
 use symphainy_wal::{Config, Log, RealFs, Wal, WalReader};
 
 fn rss_bytes() -> u64 {
@@ -192,57 +193,42 @@ fn main() {
     assert_eq!(digest::digest(&state), state_digest);
     assert_eq!(state.last_lsn, wal.durable_lsn());
     println!("recovery total_ms={:.0}", recovery_secs * 1000.0);
-    // Recovery from a snapshot taken at the end of the log: verify the log in one pass,
-    // decode the snapshot, fold nothing else.
+    // Recovery from a snapshot: verify the log in one pass while the snapshot is decoded,
+    // then fold the log past it. Writes `state` as the only snapshot, recovers, and prints
+    // the time under `name`.
     let snapshots = dir.path().join("snapshots");
-    symphainy_engine::snapshot::write(&snapshots, &state).expect("snapshot");
-    drop(state);
+    let recover_from = |state: State, name: &str| {
+        let _ = std::fs::remove_dir_all(&snapshots);
+        symphainy_engine::snapshot::write(&snapshots, &state).expect("snapshot");
+        drop(state);
+        let started = Instant::now();
+        let (wal, state) = symphainy_engine::snapshot::recover(Some(&snapshots), |visit| {
+            Ok(Wal::open_visiting(
+                Arc::new(RealFs),
+                &path,
+                Config::default(),
+                |l, m, p| visit(l, m, p),
+            )?)
+        })
+        .expect("recover");
+        let secs = started.elapsed().as_secs_f64();
+        assert_eq!(digest::digest(&state), state_digest);
+        println!("{name} total_ms={:.0}", secs * 1000.0);
+        drop((wal, state));
+        secs
+    };
     drop(wal);
-    let started = Instant::now();
-    let (wal, state) = symphainy_engine::snapshot::recover(Some(&snapshots), |visit| {
-        Ok(Wal::open_visiting(
-            Arc::new(RealFs),
-            &path,
-            Config::default(),
-            |l, m, p| visit(l, m, p),
-        )?)
-    })
-    .expect("recover");
-    let snapshot_recovery_secs = started.elapsed().as_secs_f64();
-    assert_eq!(digest::digest(&state), state_digest);
-    println!(
-        "recovery_from_snapshot total_ms={:.0}",
-        snapshot_recovery_secs * 1000.0
-    );
-    drop((wal, state));
+    // A snapshot at the end of the log: nothing else to fold.
+    recover_from(state, "recovery_from_snapshot");
     // The server's snapshots are spaced by a quarter of the log (`snapshot_due`): at worst the
     // newest covers four fifths of it and recovery folds the last fifth after decoding it.
-    let at = applied * 4 / 5;
     let (partial, _) = replay_cursor(
         &mut WalReader::open(&path).expect("reader").cursor(1),
-        Some(at),
+        Some(applied * 4 / 5),
     )
     .expect("replay a prefix");
-    std::fs::remove_dir_all(&snapshots).expect("remove the snapshot");
-    symphainy_engine::snapshot::write(&snapshots, &partial).expect("snapshot");
-    drop(partial);
-    let started = Instant::now();
-    let (wal, state) = symphainy_engine::snapshot::recover(Some(&snapshots), |visit| {
-        Ok(Wal::open_visiting(
-            Arc::new(RealFs),
-            &path,
-            Config::default(),
-            |l, m, p| visit(l, m, p),
-        )?)
-    })
-    .expect("recover");
-    let worst_snapshot_recovery_secs = started.elapsed().as_secs_f64();
-    assert_eq!(digest::digest(&state), state_digest);
-    println!(
-        "recovery_from_snapshot_at_four_fifths total_ms={:.0}",
-        worst_snapshot_recovery_secs * 1000.0
-    );
-    drop((wal, state));
+    let worst_snapshot_recovery_secs =
+        recover_from(partial, "recovery_from_snapshot_at_four_fifths");
     let scale = 10_000_000.0 / applied as f64;
     let rss_per_million =
         (rss_after.saturating_sub(rss_before)) as f64 / 1048576.0 / (applied as f64 / 1e6);
