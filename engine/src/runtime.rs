@@ -55,19 +55,26 @@ pub struct RuntimeConfig {
     pub overload_retry_ms: u64,
 }
 
-/// The most an event adds, encoded, to the JSON text or failure message it carries: a tenant
-/// id (63 bytes), three ids (48), an idempotency key and a user id (256 each by default), intent
-/// type, realm, capability and step names, an error code (`STEP_ERROR_CODE_BYTES_MAX`),
-/// numbers and length prefixes. The runtime's byte limits on payloads,
-/// contexts and step outputs are lowered to the log's record limit less this, so what they
-/// admit fits one record.
-pub const EVENT_ENVELOPE_BYTES_MAX: usize = 1024;
+/// The most an event adds, encoded, to the JSON text or failure message it carries, besides
+/// an idempotency key and a user id (bounded by their own limits): a tenant id (63 bytes),
+/// three ids (48), intent type, realm, capability and step names, an error code
+/// (`STEP_ERROR_CODE_BYTES_MAX`), numbers and length prefixes.
+pub const EVENT_ENVELOPE_FIXED_BYTES: usize = 512;
+
+/// The envelope at the default idempotency key and user id limits (256 bytes each).
+pub const EVENT_ENVELOPE_BYTES_MAX: usize = EVENT_ENVELOPE_FIXED_BYTES + 256 + 256;
 
 impl RuntimeConfig {
-    /// This configuration with its byte limits lowered to what one record of a log taking
-    /// `record_bytes_max` holds.
+    /// The most an event adds to the text it carries under this configuration's limits.
+    pub fn envelope_bytes(&self) -> usize {
+        EVENT_ENVELOPE_FIXED_BYTES + self.idempotency_key_bytes_max + self.user_id_bytes_max
+    }
+
+    /// This configuration with its byte limits (payloads, contexts, step outputs, failure
+    /// messages) lowered to what one record of a log taking `record_bytes_max` holds once the
+    /// envelope is set aside.
     pub fn fitted_to(mut self, record_bytes_max: usize) -> Self {
-        let room = record_bytes_max.saturating_sub(EVENT_ENVELOPE_BYTES_MAX);
+        let room = record_bytes_max.saturating_sub(self.envelope_bytes());
         self.payload_bytes_max = self.payload_bytes_max.min(room);
         self.context_bytes_max = self.context_bytes_max.min(room);
         self.step_output_bytes_max = self.step_output_bytes_max.min(room);

@@ -517,6 +517,37 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
     assert_still_serving(&rt, session).await;
 }
 
+// The room left for a payload, context, step output or failure message is the record less
+// the envelope, and the envelope holds the idempotency key and user id at their configured
+// limits, not at the defaults.
+#[test]
+fn byte_limits_fit_the_record_with_the_configured_key_and_user_limits() {
+    use symphainy_engine::runtime::{EVENT_ENVELOPE_BYTES_MAX, EVENT_ENVELOPE_FIXED_BYTES};
+    let default = symphainy_engine::RuntimeConfig::default();
+    assert_eq!(default.envelope_bytes(), EVENT_ENVELOPE_BYTES_MAX);
+    let fitted = default.fitted_to(2048);
+    assert_eq!(fitted.payload_bytes_max, 2048 - EVENT_ENVELOPE_BYTES_MAX);
+    let long_keys = symphainy_engine::RuntimeConfig {
+        idempotency_key_bytes_max: 4096,
+        ..Default::default()
+    };
+    let room = 8192 - (EVENT_ENVELOPE_FIXED_BYTES + 4096 + 256);
+    let fitted = long_keys.fitted_to(8192);
+    assert_eq!(
+        (
+            fitted.payload_bytes_max,
+            fitted.context_bytes_max,
+            fitted.step_output_bytes_max,
+            fitted.failure_message_bytes_max,
+        ),
+        (room, room, room, room)
+    );
+    // A record large enough leaves the configured limits as they are.
+    let roomy = symphainy_engine::RuntimeConfig::default().fitted_to(64 << 20);
+    assert_eq!(roomy.payload_bytes_max, 1024 * 1024);
+    assert_eq!(roomy.failure_message_bytes_max, 4 * 1024);
+}
+
 // A step's failure message longer than a record can hold is cut (between characters, marked),
 // so its saga ends instead of running forever with its failure unrecorded; the default limit
 // is 4 KiB whatever the log takes.
