@@ -13,12 +13,19 @@ use symphainy_engine::state::{ExecutionStatus, StepStatus};
 use symphainy_engine::testing::Probe;
 use symphainy_wal::{CrashMode, MemFs};
 
-// A step that fails twice then succeeds is retried and the saga completes.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retry_then_success() {
+/// A runtime on an in-memory log with tenant `acme` and a session of it, with the file system
+/// (to crash) and the scripted steps' probe.
+async fn on_acme() -> (MemFs, Arc<Probe>, Arc<Rt>, symphainy_engine::Id) {
     let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
     let rt = start(&fs, &probe).await;
     let session = tenant_with_session(&rt, "acme").await;
+    (fs, probe, rt, session)
+}
+
+// A step that fails twice then succeeds is retried and the saga completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_then_success() {
+    let (_, _, rt, session) = on_acme().await;
     let submitted = rt
         .submit_intent(scripted("acme", session, json!([{}, {"fail_attempts": 2}])))
         .await
@@ -53,9 +60,7 @@ async fn retry_then_success() {
 // expected event sequence, and the saga ends compensated.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exhausted_retries_compensate_in_reverse_order() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, probe, rt, session) = on_acme().await;
     let id = rt
         .submit_intent(scripted(
             "acme",
@@ -116,9 +121,7 @@ async fn exhausted_retries_compensate_in_reverse_order() {
 // A permanent failure of the first step fails the saga at once: nothing to compensate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn permanent_failure_without_completed_steps_fails() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let id = rt
         .submit_intent(scripted(
             "acme",
@@ -144,9 +147,7 @@ async fn permanent_failure_without_completed_steps_fails() {
 // A failing compensation ends the saga failed with code compensation_failed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failing_compensation_fails_the_saga() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let steps = json!([{"compensation_fails": true}, {"fail_attempts": 1, "permanent": true}]);
     let id = rt
         .submit_intent(scripted("acme", session, steps))
@@ -161,9 +162,7 @@ async fn failing_compensation_fails_the_saga() {
 // A step that hangs past its timeout fails with step_timeout and is retried.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn timeout_is_a_retryable_failure() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let id = rt
         .submit_intent(scripted("acme", session, json!([{"hang_attempts": 1}])))
         .await
@@ -257,9 +256,7 @@ fn crash_mid_saga_then_resume_to_completion() {
 // answers; the log holds one intent.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotency_race() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let tasks: Vec<_> = (0..100)
         .map(|_| {
             let rt = rt.clone();
@@ -293,9 +290,7 @@ async fn idempotency_race() {
 // naming the execution the key belongs to, and logs nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idempotency_key_reused_for_another_intent_is_refused() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let other_session = rt
         .create_session("acme", "bob", "{}".into())
         .await
@@ -388,9 +383,7 @@ async fn sessions_and_tenants_are_enforced() {
 // The echo capability passes its value through every step.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn echo_passes_value_through_steps() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let id = rt
         .submit_intent(echo("acme", session, json!({"nested": [1, 2]}), 3))
         .await
@@ -415,9 +408,7 @@ async fn a_waited_submission_is_made_durable_with_its_sagas_end() {
     use symphainy_engine::runtime::replay_cursor;
     use symphainy_wal::{Log, WalReader};
 
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (fs, _, rt, session) = on_acme().await;
     let fsyncs = || rt.log().stats().batches.load(Relaxed);
     let runs = 40u64;
     let wait = Duration::from_secs(10);
@@ -491,13 +482,10 @@ async fn an_event_too_large_for_the_log_fails_only_its_command() {
         "{big:?}"
     );
     // Each scripted step's output holds the one before it, escaped: it outgrows a record.
-    let id = rt
-        .submit_intent(scripted("acme", session, json!(vec![json!({}); 8])))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
-    let execution = rt.execution("acme", id).await.unwrap();
+    let growing = json!(vec![json!({}); 8]);
+    let execution = run_to_end(&rt, scripted("acme", session, growing)).await;
+    assert_eq!(execution.status, ExecutionStatus::Compensated);
+    let id = execution.execution_id;
     let error = execution.error.as_ref().unwrap();
     assert_eq!(error.code, "output_too_large", "{error:?}");
     assert!(error.message.contains("1024"), "{error:?}");
@@ -556,13 +544,9 @@ async fn a_long_failure_message_is_cut_to_fit_the_log() {
     // Records of 1 KiB once the envelope is set aside: a 3,000-byte message would not fit.
     let (rt, session) = on_kib_records().await;
     let long = json!({"fail_attempts": 3, "message_bytes": 3000});
-    let id = rt
-        .submit_intent(scripted("acme", session, json!([{}, long])))
-        .await
-        .unwrap()
-        .execution_id;
-    assert_eq!(finish(&rt, "acme", id).await, ExecutionStatus::Compensated);
-    let execution = rt.execution("acme", id).await.unwrap();
+    let execution = run_to_end(&rt, scripted("acme", session, json!([{}, long]))).await;
+    assert_eq!(execution.status, ExecutionStatus::Compensated);
+    let id = execution.execution_id;
     let error = execution.error.as_ref().unwrap();
     assert_eq!(error.code, "scripted_failure");
     assert!(
@@ -583,9 +567,7 @@ async fn a_long_failure_message_is_cut_to_fit_the_log() {
     assert_still_serving(&rt, session).await;
 
     // The default limit, 4 KiB, on a log that could take far more.
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     let huge = json!({"fail_attempts": 1, "permanent": true, "message_bytes": 1_000_000});
     let execution = run_to_end(&rt, scripted("acme", session, json!([huge]))).await;
     assert_eq!(execution.status, ExecutionStatus::Failed);
@@ -597,9 +579,7 @@ async fn a_long_failure_message_is_cut_to_fit_the_log() {
 // polling with a short `wait_ms` holds one waiter, not one per poll.
 #[tokio::test]
 async fn waiters_that_gave_up_do_not_pile_up() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, _, rt, session) = on_acme().await;
     // Eight steps whose first two attempts each hang to the 40 ms timeout: about a second.
     let slow = json!({"hang_attempts": 2});
     let id = rt
@@ -627,9 +607,7 @@ async fn waiters_that_gave_up_do_not_pile_up() {
 // the runtime goes on.
 #[tokio::test]
 async fn a_panicking_step_fails_its_saga_and_nothing_else() {
-    let (fs, probe) = (MemFs::new(), Arc::new(Probe::default()));
-    let rt = start(&fs, &probe).await;
-    let session = tenant_with_session(&rt, "acme").await;
+    let (_, probe, rt, session) = on_acme().await;
     let panics = json!([{}, {"panics": true}, {}]);
     let execution = run_to_end(&rt, scripted("acme", session, panics)).await;
     assert_eq!(execution.status, ExecutionStatus::Compensated);
