@@ -35,14 +35,21 @@ const TABLE_PAGE_ROWS: usize = 1_000;
 /// it all).
 const TABLE_DATA_CHARS_MAX: usize = 60;
 
+/// The byte offset where `text`'s character number `chars` (from 0) starts: none when `text`
+/// has no more than `chars` characters. Where `dump` and `show` cut long values.
+fn char_offset(text: &str, chars: usize) -> Option<usize> {
+    text.char_indices().nth(chars).map(|(at, _)| at)
+}
+
 /// `text` cut to `max` characters, the last three of them `...` when it was longer.
-fn cut(text: String, max: usize) -> String {
-    if text.chars().count() <= max {
-        return text;
+fn cut(mut text: String, max: usize) -> String {
+    if char_offset(&text, max).is_some() {
+        if let Some(at) = char_offset(&text, max.saturating_sub(3)) {
+            text.truncate(at);
+        }
+        text.push_str("...");
     }
-    let mut cut: String = text.chars().take(max.saturating_sub(3)).collect();
-    cut.push_str("...");
-    cut
+    text
 }
 
 /// The WAL folder of a data directory (or the directory itself when it holds segments).
@@ -516,8 +523,8 @@ pub const SHOW_VALUE_CHARS: usize = 200;
 /// [`SHOW_VALUE_CHARS`] characters and how many bytes were left out.
 fn brief(value: &Value, full: bool) -> String {
     let text = value.to_string();
-    match text.char_indices().nth(SHOW_VALUE_CHARS) {
-        Some((cut, _)) if !full => format!(
+    match char_offset(&text, SHOW_VALUE_CHARS) {
+        Some(cut) if !full => format!(
             "{}... ({} more bytes; --full prints it whole)",
             &text[..cut],
             text.len() - cut
