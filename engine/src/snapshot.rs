@@ -26,7 +26,8 @@ use crate::state::State;
 /// Magic bytes of a snapshot file.
 pub const SNAPSHOT_MAGIC: [u8; 8] = *b"SYMSNAP1";
 /// Version of the snapshot layout.
-pub const SNAPSHOT_FORMAT_VERSION: u32 = 3;
+/// 4: sessions carry the LSN of their creation.
+pub const SNAPSHOT_FORMAT_VERSION: u32 = 4;
 /// How many snapshots are kept.
 pub const SNAPSHOTS_KEPT: usize = 2;
 /// Bytes before the payload.

@@ -50,6 +50,10 @@ pub struct Session {
     pub closed_at_ms: Option<TimestampMs>,
     /// Executions of this session that have not finished.
     pub active_sagas: BTreeSet<Id>,
+    /// LSN of the `session_created` event: no event of the session comes before it, so a
+    /// reader of the session's events starts there rather than at the log's start. Derived
+    /// from the log, not part of the digest.
+    pub created_lsn: Lsn,
 }
 
 /// Lifecycle of an execution.
@@ -373,6 +377,7 @@ impl State {
                     context_json,
                     closed_at_ms: None,
                     active_sagas: BTreeSet::new(),
+                    created_lsn: self.last_lsn,
                 };
                 self.sessions.insert(session_id, session);
                 true

@@ -384,9 +384,23 @@ pub fn wal_event(lsn: Lsn, event: &Event, session_id: Option<Id>) -> Value {
 #[derive(Debug, Default)]
 pub struct SessionIndex {
     executions: crate::id::IdMap<Id>,
+    /// Whether an execution is forgotten at the end of its saga.
+    forget_finished: bool,
 }
 
 impl SessionIndex {
+    /// An index for a reader that follows the log for as long as its client stays (a
+    /// WebSocket subscription): it forgets each execution at the event that ends its saga,
+    /// so it holds the executions in flight, not every one the reader ever saw. Events the
+    /// runtime appends for an execution all precede its end; a reader that may meet a stray
+    /// one after it looks the execution up elsewhere (the live state).
+    pub fn following() -> Self {
+        Self {
+            executions: crate::id::IdMap::default(),
+            forget_finished: true,
+        }
+    }
+
     /// Learns from an event; returns the session it belongs to, if any.
     pub fn observe(&mut self, event: &Event) -> Option<Id> {
         if let EventBody::IntentReceived {
@@ -397,10 +411,31 @@ impl SessionIndex {
         {
             self.executions.insert(*execution_id, *session_id);
         }
-        event
-            .body
-            .session_id()
-            .or_else(|| self.executions.get(&event.body.execution_id()?).copied())
+        if let Some(session) = event.body.session_id() {
+            return Some(session);
+        }
+        let execution = event.body.execution_id()?;
+        let ends = matches!(
+            event.body,
+            EventBody::SagaCompleted { .. }
+                | EventBody::SagaFailed { .. }
+                | EventBody::SagaCompensated { .. }
+        );
+        if ends && self.forget_finished {
+            self.executions.remove(&execution)
+        } else {
+            self.executions.get(&execution).copied()
+        }
+    }
+
+    /// Executions the index holds.
+    pub fn len(&self) -> usize {
+        self.executions.len()
+    }
+
+    /// Whether it holds none.
+    pub fn is_empty(&self) -> bool {
+        self.executions.is_empty()
     }
 }
 
@@ -509,5 +544,71 @@ mod tests {
         let session = state.session_of("acme", session_id).unwrap();
         let text: Value = serde_json::from_str(&session_json(session)).unwrap();
         assert_eq!(text, super::session(session));
+        // The session knows where the log starts holding it.
+        assert_eq!(session.created_lsn, 3);
+    }
+
+    // Both indexes attribute every event to its session; the following one holds only the
+    // executions still in flight, whichever way their sagas ended.
+    #[test]
+    fn a_following_index_forgets_finished_executions() {
+        let event = |body| Event {
+            tenant_id: "acme".into(),
+            timestamp_ms: 1,
+            body,
+        };
+        let (a, b) = (Id(1), Id(2));
+        let mut log = Vec::new();
+        for (n, (session, end)) in [(a, 0), (b, 1), (a, 2), (b, 3)].into_iter().enumerate() {
+            let execution_id = Id(10 + n as u128);
+            log.push((
+                session,
+                event(EventBody::IntentReceived {
+                    session_id: session,
+                    intent_id: Id(100 + n as u128),
+                    execution_id,
+                    intent_type: "runtime.echo".into(),
+                    realm: "runtime".into(),
+                    payload_json: "{}".into(),
+                    idempotency_key: None,
+                }),
+            ));
+            let (code, message, step) = ("boom".to_string(), "it broke".to_string(), None);
+            let ending = match end {
+                0 => EventBody::SagaCompleted {
+                    execution_id,
+                    result_json: "{}".into(),
+                },
+                1 => EventBody::SagaFailed {
+                    execution_id,
+                    code,
+                    message,
+                    step,
+                },
+                2 => EventBody::SagaCompensated {
+                    execution_id,
+                    code,
+                    message,
+                    step,
+                },
+                // The last one is still running.
+                _ => EventBody::StepStarted {
+                    execution_id,
+                    step_index: 0,
+                    attempt: 1,
+                },
+            };
+            log.push((session, event(ending)));
+        }
+        let mut following = SessionIndex::following();
+        let mut keeping = SessionIndex::default();
+        for (session, event) in &log {
+            assert_eq!(following.observe(event), Some(*session), "{event:?}");
+            assert_eq!(keeping.observe(event), Some(*session), "{event:?}");
+        }
+        assert_eq!(following.len(), 1, "only the execution in flight is held");
+        assert_eq!(keeping.len(), 4);
+        // An event naming an execution it forgot is not attributed by the index.
+        assert_eq!(following.observe(&log[1].1), None);
     }
 }

@@ -35,6 +35,9 @@ pub struct Limits {
     pub ws_buffer_messages: usize,
     /// Open WebSocket connections. Default 1,024.
     pub ws_connections_max: usize,
+    /// Sessions one WebSocket connection follows at once (each is a reader of the log);
+    /// another `subscribe` is refused with `limit_exceeded`. Default 64.
+    pub ws_subscriptions_max: usize,
     /// How long a WebSocket client's queue may stay full before the client is closed as too
     /// slow (1013). Default 2,000 ms.
     pub ws_slow_client_ms: u64,
@@ -67,6 +70,7 @@ impl Default for Limits {
             requests_in_flight_max: 8_192,
             ws_buffer_messages: 1_024,
             ws_connections_max: 1_024,
+            ws_subscriptions_max: 64,
             ws_slow_client_ms: 2_000,
             wait_ms_max: 30_000,
             wal_page_max: 1_000,

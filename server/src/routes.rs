@@ -954,7 +954,7 @@ async fn wal_slice(
 ) -> Result<Response, AppError> {
     tenant_access(&state, &principal)?;
     let session_id = parse_id(&id)?;
-    state
+    let session = state
         .runtime
         .session(&principal.tenant_id, session_id)
         .await?;
@@ -965,7 +965,8 @@ async fn wal_slice(
             state.limits.wal_page_max
         )));
     }
-    let from = query.from_lsn.unwrap_or(1);
+    // Nothing of the session precedes its creation: the scan starts there at the earliest.
+    let from = query.from_lsn.unwrap_or(1).max(session.created_lsn);
     let app = state.clone();
     let tenant = principal.tenant_id.clone();
     let (events, next_lsn) =

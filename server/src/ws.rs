@@ -214,13 +214,24 @@ async fn handle(
                     )),
                 };
             };
-            if state
+            let Ok(found) = state
                 .runtime
                 .session(&principal.tenant_id, session_id)
                 .await
-                .is_err()
-            {
+            else {
                 return reply(error(request_id, "not_found", "no such session"));
+            };
+            if !subscriptions.contains_key(&session_id)
+                && subscriptions.len() >= state.limits.ws_subscriptions_max
+            {
+                return reply(error(
+                    request_id,
+                    "limit_exceeded",
+                    &format!(
+                        "a connection follows at most {} sessions; unsubscribe from one first",
+                        state.limits.ws_subscriptions_max
+                    ),
+                ));
             }
             // Absent (or null) is the log's start; anything but a whole number is refused
             // rather than read as the start (a replay of everything the client did not ask for).
@@ -244,7 +255,9 @@ async fn handle(
                 state.clone(),
                 principal.tenant_id.clone(),
                 session_id,
-                from_lsn,
+                // Nothing of the session precedes its creation: the replay starts there at
+                // the earliest instead of reading the whole log before it.
+                from_lsn.max(found.created_lsn),
                 queue.clone(),
                 closer.clone(),
             ));
@@ -297,7 +310,8 @@ async fn tail(
     closer: Closer,
 ) {
     let mut cursor = state.wal.cursor(from_lsn);
-    let mut index = SessionIndex::default();
+    // Held for as long as the client stays: forgets each execution at its saga's end.
+    let mut index = SessionIndex::following();
     let mut durable = state.wal.subscribe();
     let session_text = session_id.to_string();
     loop {

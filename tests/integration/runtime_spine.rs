@@ -120,6 +120,47 @@ async fn session_intent_wal_state() {
 }
 
 // Replaying the WAL offline gives the digest the live server reports at the same LSN.
+// A session created late in a long log: its WAL page from LSN 1 holds its events, though the
+// log before it is longer than one page's scan (the scan starts at the session's creation).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_session_s_first_wal_page_holds_its_events() {
+    const SCAN: usize = 50;
+    let server = TestServer::start_with(|c| c.limits.wal_scan_max = SCAN)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let early = acme.create_session(json!({})).await.unwrap().session_id;
+    for value in 0..10 {
+        finished_echo(&acme, &early, value).await;
+    }
+    let late = acme.create_session(json!({})).await.unwrap().session_id;
+    let execution = finished_echo(&acme, &late, 7).await;
+    let page = acme.wal(&late, 1, 1000).await.unwrap();
+    let first = page.events.first().expect("the late session's events");
+    assert!(
+        first["lsn"].as_u64().unwrap() > SCAN as u64,
+        "the log before the session is longer than one scan: {first}"
+    );
+    let types: Vec<&str> = page
+        .events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.first(), Some(&"session_created"), "{types:?}");
+    assert_eq!(types.last(), Some(&"saga_completed"), "{types:?}");
+    assert!(
+        page.events
+            .iter()
+            .skip(1)
+            .all(|e| e["execution_id"] == json!(execution)),
+        "only the late session's events: {types:?}"
+    );
+    // The early session's page is unchanged: from its start, one scan's worth.
+    let page = acme.wal(&early, 1, 1000).await.unwrap();
+    assert_eq!(page.events[0]["event_type"], "session_created");
+    assert!(page.next_lsn <= SCAN as u64 + page.events[0]["lsn"].as_u64().unwrap());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_digest_equals_server_digest() {
     let server = TestServer::start().await.unwrap();

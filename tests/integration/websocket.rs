@@ -418,3 +418,66 @@ async fn wal_lsns_after(client: &Client, session: &str, after: u64) -> Option<u6
     let page = client.wal(session, after + 1, 1).await.unwrap();
     page.events.first().and_then(|e| e["lsn"].as_u64())
 }
+
+// A connection follows a bounded number of sessions: one more `subscribe` is refused with
+// `limit_exceeded` while the followed ones carry on, subscribing again to a followed session
+// is no new one, and after an `unsubscribe` another session can be followed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscriptions_per_connection_are_limited() {
+    let server = TestServer::start_with(|c| c.limits.ws_subscriptions_max = 2)
+        .await
+        .unwrap();
+    let acme = server.tenant("acme").await.unwrap();
+    let mut sessions = Vec::new();
+    for _ in 0..3 {
+        sessions.push(acme.create_session(json!({})).await.unwrap().session_id);
+    }
+    let mut socket = acme.websocket().await.unwrap();
+    socket.subscribe(&sessions[0], 0).await.unwrap();
+    socket.subscribe(&sessions[1], 0).await.unwrap();
+    socket.subscribe(&sessions[1], 0).await.unwrap();
+    socket.subscribe(&sessions[2], 0).await.unwrap();
+    // Events of the first two (their `session_created`) and one refusal.
+    let (mut refusals, mut seen) = (Vec::new(), Vec::new());
+    while refusals.is_empty() || !sessions[..2].iter().all(|s| seen.contains(s)) {
+        match socket.next(Duration::from_secs(5)).await.unwrap() {
+            Some(ServerMessage::Event { session_id, .. }) => seen.push(session_id),
+            Some(ServerMessage::Error { code, message, .. }) => refusals.push((code, message)),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(refusals.len(), 1, "{refusals:?}");
+    assert_eq!(refusals[0].0, "limit_exceeded", "{refusals:?}");
+    assert!(
+        !seen.contains(&sessions[2]),
+        "the refused session is not followed"
+    );
+    // The followed sessions carry on; after an unsubscribe the third can be followed.
+    socket.unsubscribe(&sessions[0]).await.unwrap();
+    socket.subscribe(&sessions[2], 0).await.unwrap();
+    for session in &sessions[1..] {
+        acme.submit(&Intent::new("runtime.echo", session, json!({"value": 1})))
+            .await
+            .unwrap();
+    }
+    let mut completed = Vec::new();
+    while completed.len() < 2 {
+        match socket.next(Duration::from_secs(10)).await.unwrap() {
+            Some(ServerMessage::Event {
+                session_id,
+                event_type,
+                ..
+            }) => {
+                assert_ne!(session_id, sessions[0], "unsubscribed");
+                if event_type == "saga_completed" {
+                    completed.push(session_id);
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    completed.sort();
+    let mut expected = sessions[1..].to_vec();
+    expected.sort();
+    assert_eq!(completed, expected);
+}
