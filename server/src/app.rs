@@ -33,6 +33,12 @@ pub struct Limits {
     pub requests_in_flight_max: usize,
     /// Messages buffered for one WebSocket client before it is closed as too slow. Default 1,024.
     pub ws_buffer_messages: usize,
+    /// Open HTTP connections; at the limit new ones wait in the listen backlog until one
+    /// closes (`serve.rs`). Keep it under the process's open-file limit. Default 4,096.
+    pub connections_max: usize,
+    /// Longest wait for a request's headers (also how long an idle keep-alive connection is
+    /// kept); then the connection is closed. Default 30,000 ms.
+    pub header_read_timeout_ms: u64,
     /// Open WebSocket connections. Default 1,024.
     pub ws_connections_max: usize,
     /// Sessions one WebSocket connection follows at once (each is a reader of the log);
@@ -69,6 +75,8 @@ impl Default for Limits {
             tenant_requests_per_sec: 20_000,
             requests_in_flight_max: 8_192,
             ws_buffer_messages: 1_024,
+            connections_max: 4_096,
+            header_read_timeout_ms: 30_000,
             ws_connections_max: 1_024,
             ws_subscriptions_max: 64,
             ws_slow_client_ms: 2_000,
@@ -101,6 +109,9 @@ pub struct AppState {
     pub started_at: Instant,
     pub in_flight: AtomicUsize,
     pub ws_connections: AtomicUsize,
+    /// Open HTTP connections (the connection loop's count; a WebSocket leaves it when
+    /// upgraded).
+    pub http_connections: Arc<AtomicUsize>,
     /// `POST /ui/dev-signin` answers (the server runs on its embedded defaults).
     pub dev_signin: bool,
     /// `/openapi.json`, built on its first request (the registry does not change after start).
@@ -143,6 +154,7 @@ impl AppState {
             started_at: Instant::now(),
             in_flight: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
+            http_connections: Arc::new(AtomicUsize::new(0)),
             dev_signin: false,
             openapi: std::sync::OnceLock::new(),
         }

@@ -34,6 +34,18 @@ struct Args {
     /// Largest request body in bytes.
     #[arg(long, env = "SYMPHAINY_BODY_BYTES_MAX", default_value_t = 1024 * 1024)]
     body_bytes_max: usize,
+    /// Open HTTP connections at most; more wait in the listen backlog until one closes.
+    /// Keep it under the process's open-file limit (`ulimit -n`).
+    #[arg(long, env = "SYMPHAINY_CONNECTIONS_MAX", default_value_t = 4_096)]
+    connections_max: usize,
+    /// Longest wait for a request's headers, and for the next request on an idle
+    /// connection, in milliseconds; then the connection is closed.
+    #[arg(
+        long,
+        env = "SYMPHAINY_HEADER_READ_TIMEOUT_MS",
+        default_value_t = 30_000
+    )]
+    header_read_timeout_ms: u64,
     /// Snapshot the state every this many events (0 = never); once the log is four times
     /// that long, when it has grown by a quarter since the last snapshot.
     #[arg(long, env = "SYMPHAINY_SNAPSHOT_EVERY", default_value_t = crate::SNAPSHOT_EVERY_EVENTS_DEFAULT)]
@@ -135,6 +147,8 @@ pub async fn main() -> anyhow::Result<()> {
     config.policy = policy::Policy { mode: args.policy };
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
     config.limits.body_bytes_max = args.body_bytes_max;
+    config.limits.connections_max = args.connections_max;
+    config.limits.header_read_timeout_ms = args.header_read_timeout_ms;
     config.snapshot_every_events = args.snapshot_every_events;
     config.validate_claims = !args.no_claim_validation;
     if let Some(url) = &args.reasoner_url {

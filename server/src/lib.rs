@@ -11,6 +11,7 @@ pub mod openapi;
 pub mod policy;
 pub mod reasoner;
 pub mod routes;
+pub mod serve;
 pub mod views;
 pub mod ws;
 
@@ -221,13 +222,14 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let (shutdown, stop) = oneshot::channel::<()>();
     let router = app::app(state.clone());
-    let task = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async {
-                let _ = stop.await;
-            })
-            .await
-    });
+    let limits = serve::ConnectionLimits {
+        connections_max: config.limits.connections_max,
+        header_read_timeout: std::time::Duration::from_millis(config.limits.header_read_timeout_ms),
+    };
+    let open_count = state.http_connections.clone();
+    let task = tokio::spawn(serve::serve(listener, router, limits, open_count, async {
+        let _ = stop.await;
+    }));
     Ok(Running {
         addr,
         admin_token,

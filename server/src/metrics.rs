@@ -88,6 +88,13 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
             }),
         },
         "executions_by_status": by_status,
+        "http": match tenant {
+            Some(_) => json!({}),
+            None => json!({
+                "connections_open": state.http_connections.load(Ordering::Relaxed),
+                "websockets_open": state.ws_connections.load(Ordering::Relaxed),
+            }),
+        },
         "state": {
             "backend": projections.store.describe(),
             "ops": {
@@ -205,6 +212,10 @@ pub async fn prometheus(State(state): State<Arc<AppState>>) -> Response {
         "",
         &v["saga"]["result_waiters"],
     );
+    for name in ["connections_open", "websockets_open"] {
+        let _ = writeln!(out, "# TYPE symphainy_http_{name} gauge");
+        line(&mut out, &format!("http_{name}"), "", &v["http"][name]);
+    }
     let _ = writeln!(out, "# TYPE symphainy_executions gauge");
     for (status, n) in v["executions_by_status"].as_object().into_iter().flatten() {
         line(

@@ -654,3 +654,77 @@ async fn send_raw(server: &TestServer, request: &str) -> tokio::net::TcpStream {
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
 }
+
+/// Reads from `stream` until the server closes it (or resets it); false if `within` passes first.
+async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
+
+// A client that sends half a request and then nothing (slowloris), or that keeps a connection
+// without a next request, is closed once the header read timeout passes; before, it held its
+// connection (and a file descriptor) for as long as it liked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_that_send_no_headers_are_closed() {
+    let server = TestServer::start_with(|c| c.limits.header_read_timeout_ms = 300)
+        .await
+        .unwrap();
+    let mut half = send_raw(&server, "POST /intent/submit HTTP/1.1\r\nHost: te").await;
+    let mut idle = send_raw(&server, "GET /health HTTP/1.1\r\nHost: test\r\n\r\n").await;
+    assert!(
+        closed_within(&mut half, Duration::from_secs(20)).await,
+        "a connection with half a request line was never closed"
+    );
+    assert!(
+        closed_within(&mut idle, Duration::from_secs(20)).await,
+        "an idle keep-alive connection was never closed"
+    );
+    // The server goes on serving.
+    let acme = server.tenant("acme").await.unwrap();
+    acme.create_session(json!({})).await.unwrap();
+}
+
+// At most `connections_max` connections are open: one more waits (it is not answered) until
+// another closes, then it is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_connections_are_capped() {
+    use std::sync::atomic::Ordering;
+    use tokio::io::AsyncReadExt;
+    const CAP: usize = 3;
+    let server = TestServer::start_with(|c| c.limits.connections_max = CAP)
+        .await
+        .unwrap();
+    let health = "GET /health HTTP/1.1\r\nHost: test\r\n\r\n";
+    let mut held = Vec::new();
+    for _ in 0..CAP {
+        let mut stream = send_raw(&server, health).await;
+        let mut buf = [0u8; 1024];
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+        held.push(stream);
+    }
+    assert_eq!(
+        server.running.state.http_connections.load(Ordering::SeqCst),
+        CAP
+    );
+    let mut waiting = send_raw(&server, health).await;
+    let mut buf = [0u8; 1024];
+    let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;
+    assert!(early.is_err(), "answered past the cap: {early:?}");
+    drop(held.pop());
+    let n = tokio::time::timeout(Duration::from_secs(10), waiting.read(&mut buf))
+        .await
+        .expect("served once a connection closed")
+        .unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+}

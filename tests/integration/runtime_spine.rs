@@ -286,6 +286,9 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
     }
     // Both executions ended and their waiters were answered.
     assert_eq!(m["saga"]["result_waiters"], 0, "{m}");
+    // This request's own connection at least; no WebSocket.
+    assert!(m["http"]["connections_open"].as_u64() >= Some(1), "{m}");
+    assert_eq!(m["http"]["websockets_open"], 0, "{m}");
     assert_eq!(m["executions_by_status"]["completed"], 2, "{m}");
     for op in ["get", "set", "delete"] {
         assert!(m["state"]["ops"][op].is_u64(), "state.ops.{op}: {m}");
@@ -324,6 +327,8 @@ async fn metrics_cover_the_contract_in_json_and_prometheus() {
         "symphainy_saga_step_p99_ms{capability=\"runtime.echo\",step=\"echo_2\"} ",
         "symphainy_executions{status=\"completed\"} 2",
         "symphainy_saga_result_waiters 0",
+        "symphainy_http_connections_open ",
+        "symphainy_http_websockets_open 0",
         "symphainy_state_ops_total{op=\"get\"} ",
         "symphainy_state_ops_total{op=\"set\"} ",
         "symphainy_state_ops_total{op=\"delete\"} ",

@@ -1,0 +1,136 @@
+//! The connection loop: the router served on hyper's HTTP/1 with the two limits `axum::serve`
+//! cannot set. A request's headers must arrive within `header_read_timeout_ms` (hyper's header
+//! timer, which also closes a keep-alive connection that sends no next request): without it a
+//! client that sends half a request line holds its connection, and the file descriptor,
+//! forever. And at most `connections_max` connections are open at once: at the cap the loop
+//! stops accepting (the kernel's backlog holds newcomers) until one closes, instead of taking
+//! descriptors until `accept` fails. A WebSocket leaves this count when it is upgraded (its own
+//! limit is `ws_connections_max`).
+//!
+//! Shutdown: stop accepting, ask every connection to finish its request in flight and close,
+//! and return once all have.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+use tower::ServiceExt as _;
+
+/// After a failed `accept` (out of descriptors, say), the loop waits this long before the next.
+pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
+
+/// Limits of the connection loop.
+#[derive(Clone, Copy, Debug)]
+pub struct ConnectionLimits {
+    /// Connections open at once.
+    pub connections_max: usize,
+    /// Longest wait for a request's headers, counted from when the connection is ready to
+    /// read them (its start, or the end of the previous response).
+    pub header_read_timeout: Duration,
+}
+
+/// Serves `router` on `listener` until `stop` completes, then drains (see the module's doc);
+/// `open_count` counts the connections open.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnectionLimits,
+    open_count: Arc<AtomicUsize>,
+    stop: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let connections_max = limits.connections_max.clamp(1, u32::MAX as usize);
+    let open = Arc::new(Semaphore::new(connections_max));
+    let (closing, closed) = watch::channel(false);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout);
+    tokio::pin!(stop);
+    let mut at_cap = false;
+    loop {
+        // A free slot first, then the next connection: at the cap, nothing is accepted.
+        let permit = tokio::select! {
+            permit = open.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+            () = &mut stop => break,
+        };
+        if open.available_permits() == 0 && !at_cap {
+            tracing::warn!(
+                connections_max,
+                "open connections reached their limit; new ones wait until one closes"
+            );
+        }
+        at_cap = open.available_permits() == 0;
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting a connection failed");
+                    tokio::time::sleep(ACCEPT_RETRY_DELAY).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let service = TowerToHyperService::new(
+            router
+                .clone()
+                .map_request(|request: hyper::Request<Incoming>| request.map(Body::new)),
+        );
+        let connection = builder
+            .serve_connection(TokioIo::new(stream), service)
+            .with_upgrades();
+        let mut closed = closed.clone();
+        let counted = Counted::new(open_count.clone());
+        tokio::spawn(async move {
+            tokio::pin!(connection);
+            let ended = tokio::select! {
+                ended = connection.as_mut() => Some(ended),
+                _ = closed.wait_for(|closing| *closing) => None,
+            };
+            let ended = match ended {
+                Some(ended) => ended,
+                None => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = ended {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+            drop((counted, permit));
+        });
+    }
+    drop(listener);
+    let _ = closing.send(true);
+    // Every connection gives its slot back when it ends.
+    let all = u32::try_from(connections_max).unwrap_or(u32::MAX);
+    let _ = open.acquire_many(all).await;
+    Ok(())
+}
+
+/// One open connection in the count, for as long as it lives.
+struct Counted(Arc<AtomicUsize>);
+
+impl Counted {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
