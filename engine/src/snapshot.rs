@@ -136,21 +136,37 @@ fn decode_within<const LIMIT: usize>(
     bincode::serde::decode_from_slice(payload, config)
 }
 
+/// At most how many bytes bincode's limit counts per byte of a sound payload: it counts
+/// every integer at its size in memory however short its variable-length encoding (an id,
+/// a `u128`, is counted 16 bytes for as little as one), and strings byte for byte.
+pub const DECODE_CLAIM_PER_PAYLOAD_BYTE: usize = 16;
+
 /// Decodes a snapshot payload. Decoding a string allocates the length its prefix claims
 /// before reading it, so a payload that passes its checksum but holds a wrong length (a
 /// broken build's, or one written by hand) could make the process abort on a failed
-/// allocation of terabytes. The strings of a sound payload are inside it, so their lengths
-/// add up to less than its size; the decode is limited to the first of 1, 16, 256 MiB, 4 and
-/// 64 GiB at or above the payload's size (one of a few fixed limits: bincode's is a constant),
-/// so a bad length costs at most sixteen times the payload, claimed and never touched.
+/// allocation of terabytes. bincode's limit refuses such a length; it counts up to
+/// [`DECODE_CLAIM_PER_PAYLOAD_BYTE`] bytes per payload byte, so the limit is the first of a
+/// few fixed sizes (powers of four from 1 MiB: bincode's limit is a constant) at or above
+/// that many times the payload's size. A sound payload always decodes; a bad length costs at
+/// most four times that bound, claimed and never touched.
 fn decode_state(payload: &[u8]) -> std::result::Result<State, bincode::error::DecodeError> {
     const MIB: usize = 1 << 20;
-    let decoded = match payload.len() {
+    const GIB: usize = 1 << 30;
+    let claim = payload.len().saturating_mul(DECODE_CLAIM_PER_PAYLOAD_BYTE);
+    let decoded = match claim {
         n if n <= MIB => decode_within::<MIB>(payload),
+        n if n <= 4 * MIB => decode_within::<{ 4 * MIB }>(payload),
         n if n <= 16 * MIB => decode_within::<{ 16 * MIB }>(payload),
+        n if n <= 64 * MIB => decode_within::<{ 64 * MIB }>(payload),
         n if n <= 256 * MIB => decode_within::<{ 256 * MIB }>(payload),
-        n if n <= 4096 * MIB => decode_within::<{ 4096 * MIB }>(payload),
-        _ => decode_within::<{ SNAPSHOT_BYTES_MAX as usize }>(payload),
+        n if n <= GIB => decode_within::<GIB>(payload),
+        n if n <= 4 * GIB => decode_within::<{ 4 * GIB }>(payload),
+        n if n <= 16 * GIB => decode_within::<{ 16 * GIB }>(payload),
+        n if n <= 64 * GIB => decode_within::<{ 64 * GIB }>(payload),
+        n if n <= 256 * GIB => decode_within::<{ 256 * GIB }>(payload),
+        _ => decode_within::<{ SNAPSHOT_BYTES_MAX as usize * DECODE_CLAIM_PER_PAYLOAD_BYTE }>(
+            payload,
+        ),
     }?;
     Ok(decoded.0)
 }
@@ -408,21 +424,58 @@ mod tests {
         // With snapshots every million events it would have been about 500 times.
     }
 
-    /// A state of a few real executions (the benchmark's workload), as a snapshot payload,
-    /// and its LSN.
-    fn payload() -> (Vec<u8>, Lsn) {
+    /// The records of `executions` real executions (the benchmark's workload), and the
+    /// index of the first record after each execution.
+    fn workload(executions: usize) -> (Vec<symphainy_wal::Record>, Vec<usize>) {
         let mut workload = crate::testing::Synthetic::default();
         let mut records = workload.header();
-        for _ in 0..3 {
+        let mut ends = Vec::new();
+        for _ in 0..executions {
             workload.next_execution(&mut records);
+            ends.push(records.len());
         }
+        (records, ends)
+    }
+
+    /// The state folded from `records`.
+    fn folded(records: &[symphainy_wal::Record]) -> State {
         let mut replayer = Replayer::default();
         for (i, r) in records.iter().enumerate() {
             replayer.visit(i as Lsn + 1, r.meta, &r.payload);
         }
-        let (state, _) = replayer.finish().expect("the workload folds");
+        replayer.finish().expect("the workload folds").0
+    }
+
+    /// A state of a few real executions, as a snapshot payload, and its LSN.
+    fn payload() -> (Vec<u8>, Lsn) {
+        let state = folded(&workload(3).0);
         let bytes = bincode::serde::encode_to_vec(&state, bincode::config::standard());
         (bytes.expect("encodable"), state.last_lsn)
+    }
+
+    // Every sound snapshot reads back, whatever its size. bincode's limit counts an integer
+    // at its size in memory (16 bytes for an id encoded in a few), so a limit of the payload's
+    // own size refused states from a few hundred kilobytes up: a snapshot of 8 million events
+    // of the benchmark was ignored as "undecodable: LimitExceeded", and recovery replayed the
+    // whole log instead.
+    #[test]
+    fn sound_snapshots_of_every_size_read_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Payloads from 36 KB to 1.2 MB: across the 1 MiB step of the old limits, where a state
+        // of 3,000 executions failed.
+        let (records, ends) = workload(4_000);
+        for executions in [1, 100, 1_000, 2_000, 3_000, 3_400, 4_000] {
+            let state = folded(&records[..ends[executions - 1]]);
+            let path = write(dir.path(), &state).expect("written");
+            let bytes = std::fs::metadata(&path).expect("written").len();
+            match read(&path) {
+                Ok(read_back) => assert_eq!(
+                    crate::digest::digest(&read_back),
+                    crate::digest::digest(&state)
+                ),
+                Err(e) => panic!("{executions} executions, {bytes} bytes: {e}"),
+            }
+        }
     }
 
     /// `payload` framed as a snapshot file with a correct header: only the payload can be
