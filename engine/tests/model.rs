@@ -13,6 +13,7 @@ use common::*;
 use proptest::prelude::*;
 use proptest_state_machine::{ReferenceStateMachine, StateMachineTest, prop_state_machine};
 use serde_json::json;
+use symphainy_engine::event::EventBody;
 use symphainy_engine::state::ExecutionStatus;
 use symphainy_engine::testing::Probe;
 use symphainy_engine::{Id, digest, runtime};
@@ -202,6 +203,27 @@ impl Sut {
                     .collect();
                 assert_eq!(t.sessions, sessions, "tenant {id}");
             }
+        }
+        // Each session's creation LSN is the same live and replayed, and names its
+        // `session_created` in the log.
+        for (id, session) in &replayed.sessions {
+            let live = live_state.sessions.get(id).map(|s| s.created_lsn);
+            assert_eq!(live, Some(session.created_lsn), "session {id}");
+            let mut created = None;
+            reader
+                .cursor(session.created_lsn)
+                .visit(1, |_, meta, payload| {
+                    created = symphainy_engine::codec::decode(meta, payload).ok();
+                })
+                .unwrap();
+            assert!(
+                matches!(
+                    created.map(|e| e.body),
+                    Some(EventBody::SessionCreated { session_id, .. }) if session_id == *id
+                ),
+                "session {id} at LSN {}",
+                session.created_lsn
+            );
         }
     }
 }
