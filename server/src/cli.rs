@@ -36,14 +36,16 @@ struct Args {
     body_bytes_max: usize,
     /// Open HTTP connections at most; more wait in the listen backlog until one closes.
     /// Keep it under the process's open-file limit (`ulimit -n`).
-    #[arg(long, env = "SYMPHAINY_CONNECTIONS_MAX", default_value_t = 4_096)]
-    connections_max: usize,
+    #[arg(long, env = "SYMPHAINY_CONNECTIONS_MAX", default_value_t = 4_096,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    connections_max: u32,
     /// Longest wait for a request's headers, and for the next request on an idle
     /// connection, in milliseconds; then the connection is closed.
     #[arg(
         long,
         env = "SYMPHAINY_HEADER_READ_TIMEOUT_MS",
-        default_value_t = 30_000
+        default_value_t = 30_000,
+        value_parser = clap::value_parser!(u64).range(1..)
     )]
     header_read_timeout_ms: u64,
     /// Snapshot the state every this many events (0 = never); once the log is four times
@@ -147,7 +149,7 @@ pub async fn main() -> anyhow::Result<()> {
     config.policy = policy::Policy { mode: args.policy };
     config.limits.tenant_requests_per_sec = args.tenant_requests_per_sec;
     config.limits.body_bytes_max = args.body_bytes_max;
-    config.limits.connections_max = args.connections_max;
+    config.limits.connections_max = args.connections_max as usize;
     config.limits.header_read_timeout_ms = args.header_read_timeout_ms;
     config.snapshot_every_events = args.snapshot_every_events;
     config.validate_claims = !args.no_claim_validation;
