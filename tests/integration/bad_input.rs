@@ -7,7 +7,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::{Value, json};
 use symphainy_sdk::Intent;
-use symphainy_tests::{TestServer, finished_echo};
+use symphainy_tests::{TestServer, acme_with_limits, finished_echo};
 
 /// (name, method, path, body, expected status, expected code).
 type Case = (
@@ -540,10 +540,7 @@ async fn send_submit(
 // unaffected.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rate_limit_answers_429_with_retry_after() {
-    let server = TestServer::start_with(|c| c.limits.tenant_requests_per_sec = 5)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (server, acme) = acme_with_limits(|l| l.tenant_requests_per_sec = 5).await;
     let globex = server.tenant("globex").await.unwrap();
     let token = acme_token(&server).await;
     let http = reqwest::Client::new();
@@ -676,7 +673,7 @@ async fn closed_within(stream: &mut tokio::net::TcpStream, within: Duration) -> 
 // connection (and a file descriptor) for as long as it liked.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_that_send_no_headers_are_closed() {
-    let server = TestServer::start_with(|c| c.limits.header_read_timeout_ms = 300)
+    let server = TestServer::with_limits(|l| l.header_read_timeout_ms = 300)
         .await
         .unwrap();
     let mut half = send_raw(&server, "POST /intent/submit HTTP/1.1\r\nHost: te").await;
@@ -701,7 +698,7 @@ async fn open_connections_are_capped() {
     use std::sync::atomic::Ordering;
     use tokio::io::AsyncReadExt;
     const CAP: usize = 3;
-    let server = TestServer::start_with(|c| c.limits.connections_max = CAP)
+    let server = TestServer::with_limits(|l| l.connections_max = CAP)
         .await
         .unwrap();
     let health = "GET /health HTTP/1.1\r\nHost: test\r\n\r\n";

@@ -6,7 +6,7 @@ use std::time::Duration;
 use serde_json::json;
 use symphainy_engine::{digest, runtime};
 use symphainy_sdk::Intent;
-use symphainy_tests::{TestServer, finished_echo};
+use symphainy_tests::{TestServer, acme_with_limits, finished_echo};
 use symphainy_wal::WalReader;
 
 // Create a session, submit an intent, find its events in the WAL and its result in the state.
@@ -125,10 +125,7 @@ async fn session_intent_wal_state() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_session_s_first_wal_page_holds_its_events() {
     const SCAN: usize = 50;
-    let server = TestServer::start_with(|c| c.limits.wal_scan_max = SCAN)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (_server, acme) = acme_with_limits(|l| l.wal_scan_max = SCAN).await;
     let early = acme.create_session(json!({})).await.unwrap().session_id;
     for value in 0..10 {
         finished_echo(&acme, &early, value).await;

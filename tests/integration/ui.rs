@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use reqwest::Method;
 use serde_json::json;
-use symphainy_tests::TestServer;
+use symphainy_tests::{TestServer, acme_with_limits};
 
 /// How long the whole browser run may take.
 const E2E_TIMEOUT: Duration = Duration::from_secs(300);
@@ -197,10 +197,7 @@ async fn browser_end_to_end() {
         eprintln!("SKIPPED: {message}; run ./scripts/test.sh, which installs them");
         return;
     }
-    let server = TestServer::start_with(|c| c.limits.upload_file_bytes_max = 256 * 1024)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (server, acme) = acme_with_limits(|l| l.upload_file_bytes_max = 256 * 1024).await;
     let globex = server.tenant("globex").await.unwrap();
     let screenshots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("ui-screenshots");
     let _ = std::fs::remove_dir_all(&screenshots);

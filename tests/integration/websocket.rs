@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use symphainy_sdk::{Client, Intent, ServerMessage};
-use symphainy_tests::TestServer;
+use symphainy_tests::{TestServer, acme_with_limits};
 
 /// Sends a ping on `socket` and expects its pong.
 async fn answers_ping(socket: &mut symphainy_sdk::Socket) {
@@ -259,10 +259,7 @@ async fn revocation_closes_sockets() {
 // Connections beyond the WebSocket limit are refused (503) instead of accepted without bound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn websocket_connection_limit() {
-    let server = TestServer::start_with(|c| c.limits.ws_connections_max = 2)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (_server, acme) = acme_with_limits(|l| l.ws_connections_max = 2).await;
     let mut first = acme.websocket().await.unwrap();
     let mut second = acme.websocket().await.unwrap();
     for socket in [&mut first, &mut second] {
@@ -290,10 +287,7 @@ async fn websocket_connection_limit() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn simultaneous_upgrades_respect_the_connection_limit() {
     const LIMIT: usize = 3;
-    let server = TestServer::start_with(|c| c.limits.ws_connections_max = LIMIT)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (_server, acme) = acme_with_limits(|l| l.ws_connections_max = LIMIT).await;
     let mut attempts = tokio::task::JoinSet::new();
     // Many at once (with a handful the window between check and count was rarely hit).
     for _ in 0..200 {
@@ -336,10 +330,7 @@ async fn expired_token_closes_its_socket() {
 // server goes on serving sockets, including a new one of the same client.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_message_is_closed_with_1009() {
-    let server = TestServer::start_with(|c| c.limits.body_bytes_max = 64 * 1024)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (_server, acme) = acme_with_limits(|l| l.body_bytes_max = 64 * 1024).await;
     let mut socket = acme.websocket().await.unwrap();
     let huge = format!(
         "{{\"type\":\"ping\",\"pad\":\"{}\"}}",
@@ -424,10 +415,7 @@ async fn wal_lsns_after(client: &Client, session: &str, after: u64) -> Option<u6
 // is no new one, and after an `unsubscribe` another session can be followed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subscriptions_per_connection_are_limited() {
-    let server = TestServer::start_with(|c| c.limits.ws_subscriptions_max = 2)
-        .await
-        .unwrap();
-    let acme = server.tenant("acme").await.unwrap();
+    let (_server, acme) = acme_with_limits(|l| l.ws_subscriptions_max = 2).await;
     let mut sessions = Vec::new();
     for _ in 0..3 {
         sessions.push(acme.create_session(json!({})).await.unwrap().session_id);

@@ -38,6 +38,13 @@ impl TestServer {
         Ok(Self { running, dir, base })
     }
 
+    /// A server with some of its limits changed (the rest as in [`TestServer::start`]).
+    pub async fn with_limits(
+        adjust: impl FnOnce(&mut symphainy_server::app::Limits),
+    ) -> anyhow::Result<Self> {
+        Self::start_with(|c| adjust(&mut c.limits)).await
+    }
+
     /// A client with the admin token.
     pub fn admin(&self) -> Client {
         Client::new(&self.base, &self.running.admin_token)
@@ -417,6 +424,17 @@ pub fn flag(name: &str, default: u64) -> anyhow::Result<u64> {
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("{name} takes a number")),
     }
+}
+
+/// A server with some of its limits changed, its tenant `acme`, and a client of `acme`'s user.
+pub async fn acme_with_limits(
+    adjust: impl FnOnce(&mut symphainy_server::app::Limits),
+) -> (TestServer, Client) {
+    let server = TestServer::with_limits(adjust)
+        .await
+        .expect("server started");
+    let acme = server.tenant("acme").await.expect("tenant acme");
+    (server, acme)
 }
 
 /// Runs a 3-step `runtime.echo` of `value` in `session` to its end (it must complete); its
