@@ -27,6 +27,40 @@ use tower::ServiceExt as _;
 /// After a failed `accept` (out of descriptors, say), the loop waits this long before the next.
 pub const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 
+/// Descriptors the process needs besides its connections: the log's segments, the graph
+/// view's files, snapshots, blobs, Redis, the listener.
+pub const FILES_RESERVED: usize = 256;
+
+/// The process's open-file limit (the soft one), from `/proc/self/limits`, if it says.
+pub fn open_files_limit() -> Option<u64> {
+    parse_open_files_limit(&std::fs::read_to_string("/proc/self/limits").ok()?)
+}
+
+/// The soft limit of the "Max open files" line of a `/proc/PID/limits` text; `None` when
+/// absent or "unlimited".
+fn parse_open_files_limit(limits: &str) -> Option<u64> {
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.trim_start_matches("Max open files")
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// A warning to log when `connections` (HTTP and WebSocket together) and the
+/// [`FILES_RESERVED`] descriptors do not fit the open-file `limit`: at that point `accept`
+/// fails with "too many open files" before the connection cap is reached.
+pub fn files_warning(connections: usize, limit: Option<u64>) -> Option<String> {
+    let limit = limit?;
+    let needed = connections.saturating_add(FILES_RESERVED) as u64;
+    (needed > limit).then(|| {
+        format!(
+            "the open-file limit ({limit}) is below the connections allowed plus {FILES_RESERVED} \
+             for the log and views ({needed}): raise `ulimit -n` or lower --connections-max"
+        )
+    })
+}
+
 /// Limits of the connection loop.
 #[derive(Clone, Copy, Debug)]
 pub struct ConnectionLimits {
@@ -132,5 +166,34 @@ impl Counted {
 impl Drop for Counted {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The soft limit is read from the kernel's table; an unlimited or missing line says
+    // nothing; a warning comes only when the connections and the reserve do not fit.
+    #[test]
+    fn the_open_file_limit_is_read_and_checked() {
+        let text = "Limit                     Soft Limit           Hard Limit           Units     \n\
+                    Max processes             95473                95473                processes \n\
+                    Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(text), Some(1024));
+        let unlimited =
+            "Max open files            unlimited            unlimited            files\n";
+        assert_eq!(parse_open_files_limit(unlimited), None);
+        assert_eq!(
+            parse_open_files_limit("Max processes 10 10 processes\n"),
+            None
+        );
+        let warning = files_warning(4_096 + 1_024, Some(1024)).expect("does not fit");
+        assert!(
+            warning.contains("1024") && warning.contains("5376"),
+            "{warning}"
+        );
+        assert_eq!(files_warning(4_096 + 1_024, Some(20_000)), None);
+        assert_eq!(files_warning(4_096, None), None);
     }
 }
