@@ -109,9 +109,9 @@ pub struct AppState {
     pub started_at: Instant,
     pub in_flight: AtomicUsize,
     pub ws_connections: AtomicUsize,
-    /// Open HTTP connections (the connection loop's count; a WebSocket leaves it when
-    /// upgraded).
-    pub http_connections: Arc<AtomicUsize>,
+    /// The connection loop's slots, one per open HTTP connection (a WebSocket leaves its
+    /// slot when upgraded).
+    pub http_connections: crate::serve::ConnectionSlots,
     /// `POST /ui/dev-signin` answers (the server runs on its embedded defaults).
     pub dev_signin: bool,
     /// `/openapi.json`, built on its first request (the registry does not change after start).
@@ -145,6 +145,7 @@ impl AppState {
             wal,
             projections,
             keys,
+            http_connections: crate::serve::ConnectionSlots::new(limits.connections_max),
             limits,
             policy,
             clock,
@@ -154,7 +155,6 @@ impl AppState {
             started_at: Instant::now(),
             in_flight: AtomicUsize::new(0),
             ws_connections: AtomicUsize::new(0),
-            http_connections: Arc::new(AtomicUsize::new(0)),
             dev_signin: false,
             openapi: std::sync::OnceLock::new(),
         }

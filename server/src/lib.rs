@@ -222,23 +222,17 @@ pub async fn start(config: ServerConfig) -> anyhow::Result<Running> {
     let addr = listener.local_addr().context("reading the bound address")?;
     let (shutdown, stop) = oneshot::channel::<()>();
     let router = app::app(state.clone());
-    let limits = serve::ConnectionLimits {
-        connections_max: config.limits.connections_max,
-        header_read_timeout: std::time::Duration::from_millis(config.limits.header_read_timeout_ms),
-    };
-    if let Some(warning) = serve::files_warning(
-        config
-            .limits
-            .connections_max
-            .saturating_add(config.limits.ws_connections_max),
-        serve::open_files_limit(),
-    ) {
-        tracing::warn!("{warning}");
-    }
-    let open_count = state.http_connections.clone();
-    let task = tokio::spawn(serve::serve(listener, router, limits, open_count, async {
-        let _ = stop.await;
-    }));
+    let header_read_timeout =
+        std::time::Duration::from_millis(config.limits.header_read_timeout_ms);
+    let task = tokio::spawn(serve::serve(
+        listener,
+        router,
+        state.http_connections.clone(),
+        header_read_timeout,
+        async {
+            let _ = stop.await;
+        },
+    ));
     Ok(Running {
         addr,
         admin_token,

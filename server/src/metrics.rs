@@ -91,7 +91,7 @@ pub async fn snapshot(state: &AppState, tenant: Option<&str>) -> Value {
         "http": match tenant {
             Some(_) => json!({}),
             None => json!({
-                "connections_open": state.http_connections.load(Ordering::Relaxed),
+                "connections_open": state.http_connections.open(),
                 "websockets_open": state.ws_connections.load(Ordering::Relaxed),
             }),
         },

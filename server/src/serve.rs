@@ -12,7 +12,6 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::Router;
@@ -61,32 +60,48 @@ pub fn files_warning(connections: usize, limit: Option<u64>) -> Option<String> {
     })
 }
 
-/// Limits of the connection loop.
-#[derive(Clone, Copy, Debug)]
-pub struct ConnectionLimits {
-    /// Connections open at once.
-    pub connections_max: usize,
-    /// Longest wait for a request's headers, counted from when the connection is ready to
-    /// read them (its start, or the end of the previous response).
-    pub header_read_timeout: Duration,
+/// The connection loop's slots: one per open connection, at most `max`. The count of open
+/// connections is read off it (the metrics), not kept beside it.
+#[derive(Clone, Debug)]
+pub struct ConnectionSlots {
+    slots: Arc<Semaphore>,
+    max: usize,
 }
 
-/// Serves `router` on `listener` until `stop` completes, then drains (see the module's doc);
-/// `open_count` counts the connections open.
+impl ConnectionSlots {
+    /// Slots for `max` connections (at least one, at most `u32::MAX`).
+    pub fn new(max: usize) -> Self {
+        let max = max.clamp(1, u32::MAX as usize);
+        Self {
+            slots: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+
+    /// Connections open now (all of them once a shutdown drained them, which holds every
+    /// slot).
+    pub fn open(&self) -> usize {
+        self.max - self.slots.available_permits()
+    }
+}
+
+/// Serves `router` on `listener` until `stop` completes, then drains (see the module's doc).
+/// Each connection holds one of `slots` while it lives; a request's headers must arrive
+/// within `header_read_timeout`, counted from when the connection is ready to read them (its
+/// start, or the end of the previous response).
 pub async fn serve(
     listener: TcpListener,
     router: Router,
-    limits: ConnectionLimits,
-    open_count: Arc<AtomicUsize>,
+    slots: ConnectionSlots,
+    header_read_timeout: Duration,
     stop: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
-    let connections_max = limits.connections_max.clamp(1, u32::MAX as usize);
-    let open = Arc::new(Semaphore::new(connections_max));
+    let ConnectionSlots { slots: open, max } = slots;
     let (closing, closed) = watch::channel(false);
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout);
+        .header_read_timeout(header_read_timeout);
     tokio::pin!(stop);
     let mut at_cap = false;
     loop {
@@ -100,7 +115,7 @@ pub async fn serve(
         };
         if open.available_permits() == 0 && !at_cap {
             tracing::warn!(
-                connections_max,
+                connections_max = max,
                 "open connections reached their limit; new ones wait until one closes"
             );
         }
@@ -125,7 +140,6 @@ pub async fn serve(
             .serve_connection(TokioIo::new(stream), service)
             .with_upgrades();
         let mut closed = closed.clone();
-        let counted = Counted::new(open_count.clone());
         tokio::spawn(async move {
             tokio::pin!(connection);
             let ended = tokio::select! {
@@ -142,31 +156,15 @@ pub async fn serve(
             if let Err(e) = ended {
                 tracing::debug!(error = %e, "connection ended with an error");
             }
-            drop((counted, permit));
+            drop(permit);
         });
     }
     drop(listener);
     let _ = closing.send(true);
     // Every connection gives its slot back when it ends.
-    let all = u32::try_from(connections_max).unwrap_or(u32::MAX);
+    let all = u32::try_from(max).unwrap_or(u32::MAX);
     let _ = open.acquire_many(all).await;
     Ok(())
-}
-
-/// One open connection in the count, for as long as it lives.
-struct Counted(Arc<AtomicUsize>);
-
-impl Counted {
-    fn new(count: Arc<AtomicUsize>) -> Self {
-        count.fetch_add(1, Ordering::Relaxed);
-        Self(count)
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 #[cfg(test)]

@@ -695,7 +695,6 @@ async fn connections_that_send_no_headers_are_closed() {
 // another closes, then it is served.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_connections_are_capped() {
-    use std::sync::atomic::Ordering;
     use tokio::io::AsyncReadExt;
     const CAP: usize = 3;
     let server = TestServer::with_limits(|l| l.connections_max = CAP)
@@ -710,10 +709,7 @@ async fn open_connections_are_capped() {
         assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
         held.push(stream);
     }
-    assert_eq!(
-        server.running.state.http_connections.load(Ordering::SeqCst),
-        CAP
-    );
+    assert_eq!(server.running.state.http_connections.open(), CAP);
     let mut waiting = send_raw(&server, health).await;
     let mut buf = [0u8; 1024];
     let early = tokio::time::timeout(Duration::from_millis(500), waiting.read(&mut buf)).await;

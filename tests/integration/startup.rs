@@ -31,6 +31,15 @@ fn segments(data_dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A server with a tenant, a session and some finished executions; returns the admin client.
+/// A server on a new data directory with `--snapshot-every-events EVERY`, populated.
+async fn populated_with_snapshots_every(every: &str) -> (tempfile::TempDir, ServerProcess, Client) {
+    let dir = tempfile::tempdir().unwrap();
+    let server =
+        ServerProcess::start_with_args(dir.path(), &["--snapshot-every-events", every]).unwrap();
+    let admin = populate(&server).await;
+    (dir, server, admin)
+}
+
 async fn populate(server: &ServerProcess) -> Client {
     let (admin, client, session) = server.tenant_with_session("tenant-0").await.unwrap();
     for n in 1..5 {
@@ -122,10 +131,7 @@ async fn a_log_damaged_in_the_middle_is_refused_and_left_untouched() {
 // the start, without waiting for as many new events: the next start folds less.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recovered_log_without_a_snapshot_gets_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        ServerProcess::start_with_args(dir.path(), &["--snapshot-every-events", "0"]).unwrap();
-    let admin = populate(&server).await;
+    let (dir, server, admin) = populated_with_snapshots_every("0").await;
     let (lsn, digest) = admin.digest().await.unwrap();
     assert_eq!(server.terminate().unwrap(), Some(0));
     let snapshots = dir.path().join("snapshots");
@@ -172,10 +178,7 @@ fn a_signal_as_soon_as_it_listens_is_a_clean_shutdown() {
 // A damaged snapshot is ignored: the server replays the log and serves the same state.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_snapshot_is_ignored_and_the_log_replayed() {
-    let dir = tempfile::tempdir().unwrap();
-    let server =
-        ServerProcess::start_with_args(dir.path(), &["--snapshot-every-events", "20"]).unwrap();
-    let admin = populate(&server).await;
+    let (dir, server, admin) = populated_with_snapshots_every("20").await;
     let snapshots = dir.path().join("snapshots");
     let mut waited = Duration::ZERO;
     let snapshot = loop {
